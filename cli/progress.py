@@ -1,0 +1,87 @@
+"""How training progress is shown: a Rich progress bar on a terminal, plain lines otherwise."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from layerflow.trainer import Events
+
+
+def _fmt(record: dict) -> str:
+    skip = {"event", "iter", "elapsed_s"}
+    parts = [f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}"
+             for k, v in record.items() if k not in skip]
+    return ", ".join(parts)
+
+
+class PlainEvents(Events):
+    """One line per event, on stderr when stdout is reserved for --json."""
+
+    def __init__(self, err: bool = False):
+        self.err = err
+
+    def echo(self, text: str) -> None:
+        typer.echo(text, err=self.err)
+
+    def start(self, solver, start_iter):
+        where = f" from iteration {start_iter}" if start_iter else ""
+        self.echo(f"training {solver.net.name} with {solver.spec.type} for "
+                  f"{solver.spec.max_iter} iterations{where} (seed {solver.seed})")
+
+    def display(self, record):
+        self.echo(f"iter {record['iter']}: {_fmt(record)} ({record['elapsed_s']:.1f} s)")
+
+    def test(self, record):
+        self.echo(f"iter {record['iter']} test: {_fmt(record)}")
+
+    def snapshot(self, path):
+        self.echo(f"snapshot {path}")
+
+    def done(self, summary):
+        test = ", ".join(f"{k} = {v:.4f}" for k, v in summary["test"].items())
+        self.echo(f"done: {summary['iterations']} iterations in {summary['elapsed_s']:.1f} s"
+                  + (f"; test {test}" if test else ""))
+
+
+class RichEvents(PlainEvents):
+    """PlainEvents plus a live progress bar (only on a terminal)."""
+
+    def start(self, solver, start_iter):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        super().start(solver, start_iter)
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[loss]}"), transient=True)
+        self.task = self.progress.add_task("train", total=solver.spec.max_iter,
+                                           completed=start_iter, loss="")
+        self.progress.start()
+        self._every = max(1, solver.spec.max_iter // 200)
+
+    def echo(self, text):
+        if hasattr(self, "progress"):
+            self.progress.console.print(text, highlight=False, markup=False)
+        else:
+            super().echo(text)
+
+    def iteration(self, it):
+        if it % self._every == 0:
+            self.progress.update(self.task, completed=it)
+
+    def display(self, record):
+        self.progress.update(self.task, loss=f"loss {record['loss']:.4g}")
+        super().display(record)
+
+    def done(self, summary):
+        self.progress.stop()
+        del self.progress
+        super().done(summary)
+
+
+def make_events(quiet: bool = False) -> Events:
+    if quiet:
+        return PlainEvents(err=True)
+    if sys.stdout.isatty():
+        return RichEvents()
+    return PlainEvents()

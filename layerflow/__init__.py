@@ -1,0 +1,29 @@
+"""layerflow: Caffe's workflow in Python. YAML nets of Numba-jitted layers.
+
+The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
+`register_solver`, `register_lr_policy`, `FillerSpec`, `fill`, `UserError`, `gradcheck`.
+"""
+from .errors import UserError
+from .fillers import FillerSpec, fill
+from .layer import Layer, NoParams, Param
+from .registry import register_layer, register_lr_policy, register_solver
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Net, Solver and gradcheck import numba-heavy code; load them on first use only.
+    if name == "Net":
+        from .net import Net
+        return Net
+    if name in ("Solver",):
+        from .solver import Solver
+        return Solver
+    if name in ("gradcheck", "check_layer", "GradcheckResult"):
+        from . import gradcheck as _g
+        return getattr(_g, name)
+    raise AttributeError(f"module 'layerflow' has no attribute {name!r}")
+
+
+__all__ = ["UserError", "FillerSpec", "fill", "Layer", "NoParams", "Param", "register_layer",
+           "register_lr_policy", "register_solver", "Net", "Solver", "gradcheck", "__version__"]

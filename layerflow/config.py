@@ -1,0 +1,360 @@
+"""Reading and validating the YAML files, with errors that name file:line:col and key path.
+
+YAML is read with PyYAML's safe loader only (a `!!python/...` tag is an error, never run).
+While building the Python objects we record where every key and list item was written, so a
+pydantic error at `("layers", 3, "num_output")` becomes
+`net.yaml:7:5: layers[3] (ip1): num_output: Input should be greater than 0`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError, did_you_mean
+
+Path_ = tuple  # a key path: ("layers", 3, "num_output")
+
+
+@dataclass
+class Source:
+    """A YAML document: its data and where each key path was written."""
+
+    file: str
+    data: Any
+    marks: dict[Path_, str] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.file).resolve().parent if self.file != "<string>" else Path.cwd()
+
+    def locate(self, path: Path_) -> str:
+        """'file:line:col' of the deepest written part of `path`."""
+        path = tuple(path)
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), f"{self.file}:1:1")
+
+
+def _walk(node: yaml.Node, path: Path_, ctor: yaml.constructor.SafeConstructor,
+          marks: dict, file: str) -> Any:
+    """Build Python data from a composed node, recording marks of keys and list items."""
+    if isinstance(node, yaml.MappingNode):
+        ctor.flatten_mapping(node)  # YAML merge keys (<<)
+        out = {}
+        for key_node, value_node in node.value:
+            key = ctor.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise UserError(f"{_mark(key_node, file)}: a key must be a plain name, got {key!r}")
+            if key in out:
+                raise UserError(f"{_mark(key_node, file)}: {_fmt(path + (key,))}: "
+                                f"key \"{key}\" appears twice")
+            marks[path + (key,)] = _mark(key_node, file)
+            out[key] = _walk(value_node, path + (key,), ctor, marks, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        out = []
+        for i, item in enumerate(node.value):
+            marks[path + (i,)] = _mark(item, file)
+            out.append(_walk(item, path + (i,), ctor, marks, file))
+        return out
+    return ctor.construct_object(node, deep=True)
+
+
+def _mark(node: yaml.Node, file: str) -> str:
+    m = node.start_mark
+    return f"{file}:{m.line + 1}:{m.column + 1}"
+
+
+def load_yaml(path: str | Path) -> Source:
+    """Read a YAML file safely; every problem is a UserError naming file:line:col."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{file}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: is a folder, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{file}: cannot read: {exc}") from None
+    return load_yaml_text(text, file)
+
+
+def load_yaml_text(text: str, file: str = "<string>") -> Source:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        marks: dict = {}
+        data = _walk(node, (), loader, marks, file) if node is not None else None
+        if node is not None:
+            marks[()] = _mark(node, file)
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        loc = f"{file}:{m.line + 1}:{m.column + 1}" if m else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "could not determine a constructor" in problem:
+            problem = (f"{problem.split('for the tag')[-1].strip()} is not allowed: layerflow "
+                       "reads YAML with safe loading only (no Python tags)")
+        raise UserError(f"{loc}: YAML error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{file}: YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise UserError(f"{file}:1:1: expected a mapping of keys at the top of the file, "
+                        f"got {type(data).__name__ if data is not None else 'an empty file'}")
+    return Source(file, data, marks)
+
+
+def _fmt(path: Path_, layer_names: dict[int, str] | None = None) -> str:
+    """('layers', 3, 'num_output') -> 'layers[3] (ip1): num_output'."""
+    out = ""
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if i == 1 and path[0] == "layers" and layer_names and part in layer_names:
+                out += f" ({layer_names[part]})"
+                if i + 1 < len(path):
+                    out += ":"
+        else:
+            sep = " " if out.endswith(":") else ("." if out else "")
+            out += f"{sep}{part}"
+    return out
+
+
+def raise_validation(err: ValidationError, src: Source, prefix: Path_ = (),
+                     layer_names: dict[int, str] | None = None) -> None:
+    """Turn a pydantic ValidationError into one UserError listing each problem with its place."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic adds the union member ("list[str]", "str") to loc; drop those labels
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in
+                                                                     ("str", "int", "float"))))
+        path = prefix + loc
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{src.locate(path)}: {_fmt(path, layer_names)}: {msg}")
+    raise UserError("\n".join(lines))
+
+
+# ---- the net file ----------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PhaseRule(_Strict):
+    phase: Literal["train", "test"] = Field(description="train | test")
+
+    @field_validator("phase", mode="before")
+    @classmethod
+    def _lower(cls, v):
+        return v.lower() if isinstance(v, str) else v
+
+
+class ParamSpec(_Strict):
+    """One entry of a layer's `param:` list (Caffe's ParamSpec)."""
+
+    name: Optional[str] = Field(None, description="share this param with every layer naming it")
+    lr_mult: float = Field(1.0, description="multiplies the solver's learning rate")
+    decay_mult: float = Field(1.0, description="multiplies the solver's weight decay")
+
+
+def _as_list(v):
+    if v is None:
+        return None
+    return [v] if isinstance(v, (str, dict)) or not isinstance(v, list) else v
+
+
+class LayerSpec(_Strict):
+    """The keys every layer takes, whatever its type."""
+
+    name: str = Field(description="unique name of the layer")
+    type: str = Field(description="registered layer type")
+    bottom: Optional[list[str]] = Field(None, description="input blobs (default: previous top)")
+    top: Optional[list[str]] = Field(None, description="output blobs (default: the layer name)")
+    include: Optional[list[PhaseRule]] = Field(None, description="phases the layer is in")
+    exclude: Optional[list[PhaseRule]] = Field(None, description="phases the layer is not in")
+    param: list[ParamSpec] = Field(default_factory=list, description="per-param lr/decay/sharing")
+    loss_weight: Optional[list[float]] = Field(None, description="weight of each top in the loss")
+
+    _as_lists = field_validator("bottom", "top", "include", "exclude", "loss_weight",
+                                mode="before")(lambda cls, v: _as_list(v))
+
+    @field_validator("param", mode="before")
+    @classmethod
+    def _params(cls, v):
+        return _as_list(v) if v is not None else []
+
+
+GENERIC_KEYS = tuple(LayerSpec.model_fields)
+
+
+@dataclass
+class LayerConfig:
+    """A validated layer entry: generic keys, the layer's own Params, and where it was written."""
+
+    index: int
+    spec: LayerSpec
+    cls: type
+    params: BaseModel
+    loc: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class NetSpec(_Strict):
+    name: str = Field("net", description="name of the net")
+    layers: list[dict[str, Any]] = Field(description="the layers, in order")
+    plugins: list[str] = Field(default_factory=list,
+                               description="modules or .py files that register layer types")
+    force_backward: bool = Field(False, description="also compute diffs of the input blobs")
+    dtype: Literal["float32", "float64"] = Field("float32", description="float type of blobs")
+
+
+@dataclass
+class NetConfig:
+    name: str
+    layers: list[LayerConfig]
+    force_backward: bool
+    dtype: str
+    source: Source
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.base_dir
+
+
+def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
+    """Validate a net YAML: net keys, then each layer's generic keys, then its own Params."""
+    from .plugins import load_plugin
+    from .registry import LAYERS
+
+    data = src.data
+    try:
+        net = NetSpec.model_validate(data)
+    except ValidationError as err:
+        raise_validation(err, src)
+    for i, plugin in enumerate(net.plugins):
+        load_plugin(plugin, src.base_dir, context=f"{src.locate(('plugins', i))}: plugins[{i}]")
+    for plugin in extra_plugins or []:
+        load_plugin(plugin, Path.cwd(), context="--plugin")
+
+    names = {i: d.get("name") for i, d in enumerate(net.layers) if isinstance(d.get("name"), str)}
+    layers = []
+    for i, entry in enumerate(net.layers):
+        path = ("layers", i)
+        generic = {k: v for k, v in entry.items() if k in GENERIC_KEYS}
+        try:
+            spec = LayerSpec.model_validate(generic)
+        except ValidationError as err:
+            raise_validation(err, src, path, names)
+        try:
+            cls = LAYERS.get(spec.type)
+        except UserError as err:
+            raise UserError(f"{src.locate(path + ('type',))}: {_fmt(path + ('type',), names)}: "
+                            f"{err}") from None
+        own_fields = set(cls.Params.model_fields)
+        for key in entry:
+            if key not in GENERIC_KEYS and key not in own_fields:
+                hint = did_you_mean(str(key), list(own_fields) + list(GENERIC_KEYS))
+                raise UserError(
+                    f"{src.locate(path + (key,))}: {_fmt(path + (key,), names)}: unknown key "
+                    f"for a {spec.type} layer{hint}; its keys are: "
+                    f"{', '.join(sorted(own_fields)) or '(none)'} and the generic "
+                    f"{', '.join(GENERIC_KEYS)}")
+        own = {k: v for k, v in entry.items() if k not in GENERIC_KEYS}
+        try:
+            params = cls.Params.model_validate(own)
+        except ValidationError as err:
+            raise_validation(err, src, path, names)
+        if spec.include and spec.exclude:
+            raise UserError(f"{src.locate(path + ('exclude',))}: {_fmt(path, names)}: give "
+                            f"include or exclude, not both")
+        layers.append(LayerConfig(i, spec, cls, params, src.locate(path)))
+    return NetConfig(net.name, layers, net.force_backward, net.dtype, src)
+
+
+# ---- the solver file -------------------------------------------------------------------
+
+class SolverSpec(_Strict):
+    """solver.yaml: Caffe's SolverParameter, flat, so a solver.prototxt translates line by line."""
+
+    net: str = Field(description="the net YAML (relative to this file)")
+    type: str = Field("SGD", description="SGD | Nesterov | AdaGrad | RMSProp | AdaDelta | Adam")
+    base_lr: float = Field(0.01, gt=0, description="base learning rate")
+    lr_policy: str = Field("fixed", description="fixed | step | exp | inv | multistep | poly | sigmoid")
+    gamma: Optional[float] = Field(None, description="lr policy parameter")
+    power: Optional[float] = Field(None, description="lr policy parameter (inv, poly)")
+    stepsize: Optional[int] = Field(None, gt=0, description="lr policy parameter (step, sigmoid)")
+    stepvalue: list[int] = Field(default_factory=list, description="multistep: iterations")
+    max_iter: int = Field(gt=0, description="number of training iterations")
+    momentum: float = Field(0.0, ge=0, description="momentum (SGD, Nesterov, Adam beta1, AdaDelta)")
+    momentum2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    delta: float = Field(1e-8, gt=0, description="AdaGrad/RMSProp/AdaDelta/Adam epsilon")
+    rms_decay: float = Field(0.99, ge=0, lt=1, description="RMSProp decay")
+    weight_decay: float = Field(0.0, ge=0, description="regularization strength")
+    regularization_type: Literal["L2", "L1"] = Field("L2", description="L2 | L1")
+    clip_gradients: float = Field(-1.0, description="max global L2 norm of the gradient (<0: off)")
+    iter_size: int = Field(1, ge=1, description="forward/backward passes accumulated per update")
+    display: int = Field(0, ge=0, description="print the loss every N iterations (0: never)")
+    average_loss: int = Field(1, ge=1, description="smooth the displayed loss over N iterations")
+    test_interval: int = Field(0, ge=0, description="test every N iterations (0: never)")
+    test_iter: int = Field(0, ge=0, description="batches per test")
+    test_initialization: bool = Field(True, description="test before the first iteration")
+    snapshot: int = Field(0, ge=0, description="snapshot every N iterations (0: only at the end)")
+    snapshot_prefix: Optional[str] = Field(None, description="path prefix of snapshot files")
+    snapshot_after_train: bool = Field(True, description="snapshot when training ends")
+    snapshot_keep: int = Field(0, ge=0, description="keep only the newest N snapshots (0: all)")
+    random_seed: int = Field(-1, description="seed of every random choice (-1: from the clock)")
+
+    @field_validator("type", "lr_policy", mode="before")
+    @classmethod
+    def _strip(cls, v):
+        return v.strip() if isinstance(v, str) else v
+
+
+@dataclass
+class SolverConfig:
+    spec: SolverSpec
+    source: Source
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.base_dir
+
+    @property
+    def net_path(self) -> Path:
+        return (self.base_dir / self.spec.net).resolve()
+
+    @property
+    def snapshot_prefix(self) -> Path:
+        prefix = self.spec.snapshot_prefix
+        if prefix is None:
+            prefix = f"snapshots/{Path(self.source.file).stem}"
+        return (self.base_dir / prefix).resolve()
+
+
+def parse_solver(src: Source) -> SolverConfig:
+    try:
+        spec = SolverSpec.model_validate(src.data)
+    except ValidationError as err:
+        for e in err.errors():
+            if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+                key = str(e["loc"][0])
+                raise UserError(f"{src.locate(e['loc'])}: {key}: unknown solver key"
+                                f"{did_you_mean(key, SolverSpec.model_fields)}") from None
+        raise_validation(err, src)
+    return SolverConfig(spec, src)

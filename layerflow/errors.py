@@ -1,0 +1,38 @@
+"""User-facing errors.
+
+A `UserError` is a mistake the user can fix (bad YAML, unknown layer, wrong shape, missing or
+bad data). The command line prints its message alone and exits with status 2; anything else is
+a bug in layerflow and keeps its traceback.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the user's files or arguments; `str(err)` is the whole message."""
+
+    exit_code = 2
+
+
+class DivergenceError(UserError):
+    """Training produced a NaN or infinite loss or param (exit status 3)."""
+
+    exit_code = 3
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def where(file: str | None, line: int | None = None, col: int | None = None) -> str:
+    """'file:line:col' with whatever parts are known."""
+    parts = [str(file) if file else "<input>"]
+    if line is not None:
+        parts.append(str(line))
+        if col is not None:
+            parts.append(str(col))
+    return ":".join(parts)

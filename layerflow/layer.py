@@ -1,0 +1,160 @@
+"""The layer contract: every layer type is a `Layer` subclass registered under its YAML name.
+
+A layer declares its own YAML keys as a pydantic `Params` model and how many bottoms and tops it
+takes. The net calls, in this order:
+
+    setup(bottom_shapes) -> top_shapes     at build time (again only if an input shape changes):
+                                           validate shapes, create params, allocate buffers
+    forward(bottoms) -> tops               compute tops, cache what backward needs
+    backward(top_diffs) -> bottom_diffs    one diff per bottom (None where no gradient is
+                                           needed, see `propagate_down`); ADD param gradients
+                                           into `param.grad` (the net zeroes them each step)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .errors import UserError
+from .fillers import FillerSpec, fill
+
+
+class NoParams(BaseModel):
+    """A layer without keys of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param:
+    """A learnable array: `data` and its gradient `grad` (same shape and dtype).
+
+    `lr_mult` and `decay_mult` scale the solver's learning rate and weight decay for this param
+    (from the layer's `param:` list in the net YAML). `owner` is the qualified name
+    `<layer>.<param>` of the layer that created it (shared params keep their first owner).
+    """
+
+    __slots__ = ("name", "owner", "data", "grad", "lr_mult", "decay_mult", "share_name")
+
+    def __init__(self, owner: str, name: str, data: np.ndarray, lr_mult: float = 1.0,
+                 decay_mult: float = 1.0, share_name: str | None = None):
+        self.owner = owner
+        self.name = name
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.lr_mult = lr_mult
+        self.decay_mult = decay_mult
+        self.share_name = share_name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Param({self.owner}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Layer:
+    """Base class of all layers. Subclasses set the class attributes and the three methods.
+
+    Class attributes:
+        Params: pydantic model of the layer's own YAML keys (extra="forbid").
+        num_bottoms, num_tops: an exact count, or (min, max) with max None for "any".
+        is_loss: True for loss layers (their first top gets loss_weight 1 by default).
+
+    Instance attributes set by the net before `setup`:
+        name, p (the validated Params), phase ("train" | "test"), dtype, rng (numpy Generator),
+        base_dir (folder of the net YAML, for relative paths), propagate_down (list of bool).
+    """
+
+    type: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    num_bottoms: ClassVar[int | tuple[int, int | None]] = 1
+    num_tops: ClassVar[int | tuple[int, int | None]] = 1
+    is_loss: ClassVar[bool] = False
+
+    def __init__(self, name: str, p: BaseModel | None = None, *, phase: str = "train",
+                 dtype=np.float32, rng: np.random.Generator | None = None,
+                 base_dir: Path | str = ".", param_specs=None, shared_params=None):
+        self.name = name
+        self.p = p if p is not None else self.Params()
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.base_dir = Path(base_dir)
+        self.params: dict[str, Param] = {}
+        self.propagate_down: list[bool] = []
+        self._param_specs = list(param_specs or [])
+        self._shared = shared_params if shared_params is not None else {}
+
+    # -- the contract -------------------------------------------------------------------
+    def setup(self, bottom_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+    def forward(self, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def backward(self, top_diffs: list[np.ndarray]) -> list[np.ndarray | None]:
+        raise NotImplementedError
+
+    # -- optional hooks -----------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that resuming must restore besides params (a data layer's cursor...)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `state()` returned."""
+
+    def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
+        """Forward floating-point operations for these bottom shapes (for `summary`)."""
+        return 0
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def add_param(self, name: str, shape: tuple[int, ...], filler: FillerSpec | None) -> Param:
+        """Create (once) the param `name` of `shape`, filled by `filler`.
+
+        Calling it again with the same shape (setup after a reshape) returns the existing
+        param. A `param: [{name: shared}]` entry in the YAML makes layers share one Param.
+        """
+        shape = tuple(int(s) for s in shape)
+        if name in self.params:
+            if self.params[name].shape != shape:
+                raise UserError(f"layer {self.name}: param {name} would change shape from "
+                                f"{self.params[name].shape} to {shape}")
+            return self.params[name]
+        index = len(self.params)
+        spec = self._param_specs[index] if index < len(self._param_specs) else None
+        lr_mult = spec.lr_mult if spec is not None else 1.0
+        decay_mult = spec.decay_mult if spec is not None else 1.0
+        share = spec.name if spec is not None else None
+        if share and share in self._shared:
+            param = self._shared[share]
+            if param.shape != shape:
+                raise UserError(
+                    f"layers {param.owner.rsplit('.', 1)[0]} and {self.name} share param "
+                    f"\"{share}\" but their shapes differ: {param.shape} ({param.owner}) vs "
+                    f"{shape} ({self.name}.{name})")
+            if (param.lr_mult, param.decay_mult) != (lr_mult, decay_mult):
+                raise UserError(
+                    f"layers {param.owner.rsplit('.', 1)[0]} and {self.name} share param "
+                    f"\"{share}\" but give it different lr_mult/decay_mult")
+        else:
+            data = fill(filler or FillerSpec(), shape, self.dtype, self.rng)
+            param = Param(f"{self.name}.{name}", name, data, lr_mult, decay_mult, share)
+            if share:
+                self._shared[share] = param
+        self.params[name] = param
+        return param
+
+    def check_bottoms(self, bottom_shapes, min_axes: int | None = None) -> None:
+        """Raise a UserError naming this layer if a bottom has fewer than `min_axes` axes."""
+        if min_axes is not None:
+            for i, s in enumerate(bottom_shapes):
+                if len(s) < min_axes:
+                    raise UserError(f"layer {self.name} ({self.type}): bottom {i} has shape "
+                                    f"{tuple(s)}, needs at least {min_axes} axes")
+
+    def __repr__(self) -> str:
+        return f"<{self.type} {self.name}>"

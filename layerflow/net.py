@@ -1,0 +1,474 @@
+"""The Net: layers wired by blob names, run forward in topological order, backward in reverse.
+
+Building a net (from a validated NetConfig):
+  1. keep the layers of the phase (`include`/`exclude`);
+  2. name bottoms and tops with the stack rule (no `bottom`: the previous layer's first top;
+     no `top`: the layer's name); a top equal to one of the layer's bottoms is in-place and
+     starts a new version of that blob, so the graph stays acyclic;
+  3. check arity, unknown bottoms, tops produced twice, duplicate names and cycles;
+  4. sort topologically and run every layer's `setup` to infer all shapes.
+Backward sums diffs where a blob feeds several layers (micrograd's `+=`), and runs only the
+layers that lead to a loss and have params or a bottom that needs a diff.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import LayerConfig, NetConfig, load_yaml, load_yaml_text, parse_net
+from .errors import UserError, did_you_mean
+from .layer import Layer, Param
+
+
+class Blob:
+    """A named array flowing between layers: `data` (forward) and `diff` (d loss / d data)."""
+
+    __slots__ = ("name", "key", "shape", "data", "diff", "_own", "_zeros", "producer")
+
+    def __init__(self, name: str, key: str, producer: int):
+        self.name, self.key, self.producer = name, key, producer
+        self.shape: tuple[int, ...] = ()
+        self.data: np.ndarray | None = None
+        self.diff: np.ndarray | None = None
+        self._own: np.ndarray | None = None
+        self._zeros: np.ndarray | None = None
+
+    def own_diff(self, dtype) -> np.ndarray:
+        """A diff buffer owned by the net, for summing several contributions."""
+        if self._own is None or self._own.shape != self.shape:
+            self._own = np.zeros(self.shape, dtype)
+        return self._own
+
+    def zeros(self, dtype) -> np.ndarray:
+        if self._zeros is None or self._zeros.shape != self.shape:
+            self._zeros = np.zeros(self.shape, dtype)
+        return self._zeros
+
+    def __repr__(self) -> str:
+        return f"Blob({self.name}, shape={self.shape})"
+
+
+class _Node:
+    """A layer in the graph: the layer object and its bottom and top blobs."""
+
+    __slots__ = ("layer", "config", "bottoms", "tops", "loss_weights")
+
+    def __init__(self, layer, config, bottoms, tops, loss_weights):
+        self.layer: Layer = layer
+        self.config: LayerConfig = config
+        self.bottoms: list[Blob] = bottoms
+        self.tops: list[Blob] = tops
+        self.loss_weights: list[float] = loss_weights
+
+
+def _in_phase(cfg: LayerConfig, phase: str) -> bool:
+    spec = cfg.spec
+    if spec.include is not None and not any(r.phase == phase for r in spec.include):
+        return False
+    if spec.exclude is not None and any(r.phase == phase for r in spec.exclude):
+        return False
+    return True
+
+
+def _arity_ok(n: int, want) -> bool:
+    if isinstance(want, int):
+        return n == want
+    lo, hi = want
+    return n >= lo and (hi is None or n <= hi)
+
+
+def _arity_str(want) -> str:
+    if isinstance(want, int):
+        return str(want)
+    lo, hi = want
+    return f"at least {lo}" if hi is None else f"{lo} to {hi}"
+
+
+class Net:
+    """A network built from a net YAML for one phase ("train" or "test").
+
+    Attributes: `layers` (in topological order), `layer_by_name`, `blobs` (public name ->
+    Blob, the newest version of an in-place blob), `params` (layer -> param -> Param),
+    `inputs` (blobs the caller feeds), `outputs` (blobs no layer consumes), `loss` (the
+    weighted loss of the last forward).
+    """
+
+    def __init__(self, config: NetConfig, phase: str = "train", *, seed: int = 0,
+                 dtype: str | None = None, share_params_with: "Net | None" = None):
+        if phase not in ("train", "test"):
+            raise UserError(f"phase must be train or test, got {phase!r}")
+        self.config = config
+        self.name = config.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype or config.dtype)
+        self.seed = seed
+        self.force_backward = config.force_backward
+        self._shared_by_name: dict[str, Param] = {}
+        self._build(config)
+        if share_params_with is not None:
+            self.share_params(share_params_with)
+        self._plans: dict[frozenset, list] = {}
+        self.loss = 0.0
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, phase: str = "train", **kw) -> "Net":
+        plugins = kw.pop("plugins", None)
+        return cls(parse_net(load_yaml(path), plugins), phase, **kw)
+
+    @classmethod
+    def from_string(cls, text: str, phase: str = "train", file: str = "<string>", **kw) -> "Net":
+        plugins = kw.pop("plugins", None)
+        return cls(parse_net(load_yaml_text(text, file), plugins), phase, **kw)
+
+    def _build(self, config: NetConfig) -> None:
+        cfgs = [c for c in config.layers if _in_phase(c, self.phase)]
+        if not cfgs:
+            raise UserError(f"{config.source.file}: the net has no layers in phase {self.phase}")
+        seen: dict[str, LayerConfig] = {}
+        for c in cfgs:
+            if c.name in seen:
+                raise UserError(f"{c.loc}: layers[{c.index}]: duplicate layer name "
+                                f"\"{c.name}\" (first at {seen[c.name].loc})")
+            seen[c.name] = c
+
+        # name bottoms and tops; give in-place tops a new version key
+        latest: dict[str, str] = {}
+        blobs: dict[str, Blob] = {}
+        wiring = []
+        prev_top: str | None = None
+        for i, c in enumerate(cfgs):
+            where = f"{c.loc}: layers[{c.index}] ({c.name})"
+            wants_bottom = c.cls.num_bottoms != 0
+            if c.spec.bottom is not None:
+                bottom_names = list(c.spec.bottom)
+            elif wants_bottom:
+                if prev_top is None:
+                    raise UserError(f"{where}: no bottom given and no previous layer to take "
+                                    f"it from; add `bottom: <blob>`")
+                bottom_names = [prev_top]
+            else:
+                bottom_names = []
+            top_names = list(c.spec.top) if c.spec.top is not None else [c.name]
+            if not _arity_ok(len(bottom_names), c.cls.num_bottoms):
+                raise UserError(f"{where}: a {c.spec.type} layer takes "
+                                f"{_arity_str(c.cls.num_bottoms)} bottom(s), got "
+                                f"{len(bottom_names)}: {bottom_names}")
+            if not _arity_ok(len(top_names), c.cls.num_tops):
+                raise UserError(f"{where}: a {c.spec.type} layer gives "
+                                f"{_arity_str(c.cls.num_tops)} top(s), got "
+                                f"{len(top_names)}: {top_names}")
+            if len(set(top_names)) != len(top_names):
+                raise UserError(f"{where}: the same top is listed twice: {top_names}")
+            bottom_keys = [latest.get(b) for b in bottom_names]  # None: forward reference
+            top_keys = []
+            for t in top_names:
+                if t in latest:
+                    if t not in bottom_names:
+                        first = cfgs[blobs[latest[t]].producer]
+                        raise UserError(f"{where}: top blob \"{t}\" is already produced by "
+                                        f"layer {first.name} ({first.loc}); tops must be unique "
+                                        f"unless in-place (top == bottom)")
+                    key = f"{t}@{i}"
+                else:
+                    key = t
+                blobs[key] = Blob(t, key, i)
+                latest[t] = key
+                top_keys.append(key)
+            wiring.append((bottom_names, bottom_keys, top_keys))
+            prev_top = top_names[0] if top_names else prev_top
+
+        for i, (names, keys, _) in enumerate(wiring):
+            for j, (name, key) in enumerate(zip(names, keys)):
+                if key is None:
+                    if name not in latest:
+                        c = cfgs[i]
+                        raise UserError(
+                            f"{c.loc}: layers[{c.index}] ({c.name}): unknown bottom blob "
+                            f"\"{name}\"{did_you_mean(name, latest)}; blobs in this phase: "
+                            f"{', '.join(sorted(latest)) or '(none)'}")
+                    keys[j] = latest[name]
+
+        order = self._toposort(cfgs, wiring, blobs)
+        consumers: dict[str, int] = {}
+        for _, keys, _ in wiring:
+            for k in keys:
+                consumers[k] = consumers.get(k, 0) + 1
+
+        self.layers: list[Layer] = []
+        self.layer_by_name: dict[str, Layer] = {}
+        self._nodes: list[_Node] = []
+        for i in order:
+            c = cfgs[i]
+            _, bkeys, tkeys = wiring[i]
+            layer = c.cls(c.name, c.params, phase=self.phase, dtype=self.dtype,
+                          rng=np.random.default_rng([self.seed, c.index]),
+                          base_dir=config.base_dir, param_specs=c.spec.param,
+                          shared_params=self._shared_by_name)
+            layer.bottom_names = [blobs[k].name for k in bkeys]
+            layer.top_names = [blobs[k].name for k in tkeys]
+            layer.propagate_down = [False] * len(bkeys)
+            weights = self._loss_weights(c, len(tkeys))
+            node = _Node(layer, c, [blobs[k] for k in bkeys], [blobs[k] for k in tkeys], weights)
+            self._nodes.append(node)
+            self.layers.append(layer)
+            self.layer_by_name[c.name] = layer
+
+        self._all_blobs = blobs
+        self.blobs: dict[str, Blob] = {b.name: blobs[latest[b.name]] for b in blobs.values()}
+        self._input_slots = {t.name: (n, j) for n in self._nodes if n.layer.type == "Input"
+                             for j, t in enumerate(n.tops)}
+        self.inputs = list(self._input_slots)
+        self.outputs = [b.name for k, b in blobs.items()
+                        if consumers.get(k, 0) == 0 and latest[b.name] == k]
+        self._losses = [(t, w) for n in self._nodes for t, w in zip(n.tops, n.loss_weights)
+                        if w != 0]
+        self._reshape()
+        self.params: dict[str, dict[str, Param]] = {
+            n.layer.name: n.layer.params for n in self._nodes if n.layer.params}
+
+    @staticmethod
+    def _loss_weights(c: LayerConfig, n_tops: int) -> list[float]:
+        if c.spec.loss_weight is not None:
+            if len(c.spec.loss_weight) != n_tops:
+                raise UserError(f"{c.loc}: layers[{c.index}] ({c.name}): loss_weight has "
+                                f"{len(c.spec.loss_weight)} values for {n_tops} top(s)")
+            return list(c.spec.loss_weight)
+        return [1.0 if (c.cls.is_loss and j == 0) else 0.0 for j in range(n_tops)]
+
+    @staticmethod
+    def _toposort(cfgs, wiring, blobs) -> list[int]:
+        """Kahn's algorithm, taking the earliest layer in file order whenever there is a choice."""
+        n = len(cfgs)
+        deps = [set(blobs[k].producer for k in wiring[i][1]) - {i} for i in range(n)]
+        users = [[] for _ in range(n)]
+        for i, d in enumerate(deps):
+            for j in d:
+                users[j].append(i)
+        remaining = [len(d) for d in deps]
+        ready = sorted(i for i in range(n) if remaining[i] == 0)
+        order = []
+        while ready:
+            i = ready.pop(0)
+            order.append(i)
+            for u in users[i]:
+                remaining[u] -= 1
+                if remaining[u] == 0:
+                    ready.append(u)
+                    ready.sort()
+        if len(order) < n:
+            stuck = [cfgs[i] for i in range(n) if remaining[i] > 0]
+            names = ", ".join(f"{c.name} ({c.loc})" for c in stuck)
+            raise UserError(f"{stuck[0].loc}: layers[{stuck[0].index}] ({stuck[0].name}): the "
+                            f"net has a cycle through layers {names}")
+        return order
+
+    def _reshape(self) -> None:
+        """Run every layer's setup in order: infer all shapes, create params and buffers."""
+        for node in self._nodes:
+            layer = node.layer
+            try:
+                shapes = layer.setup([b.shape for b in node.bottoms])
+            except UserError as err:
+                raise UserError(f"{node.config.loc}: layers[{node.config.index}] "
+                                f"({layer.name}): {err}") from None
+            if len(shapes) != len(node.tops):
+                raise RuntimeError(f"layer {layer.name} ({layer.type}) returned "
+                                   f"{len(shapes)} top shapes for {len(node.tops)} tops")
+            for blob, shape in zip(node.tops, shapes):
+                blob.shape = tuple(int(s) for s in shape)
+
+    def share_params(self, other: "Net") -> None:
+        """Use `other`'s Param objects for every layer of the same name (test nets)."""
+        for name, params in self.params.items():
+            src = other.params.get(name)
+            if src is None:
+                continue
+            for pname, param in list(params.items()):
+                if pname in src:
+                    if src[pname].shape != param.shape:
+                        raise UserError(f"layer {name}: param {pname} has shape {param.shape} "
+                                        f"in the {self.phase} net but {src[pname].shape} in "
+                                        f"the {other.phase} net")
+                    params[pname] = src[pname]
+
+    # -- params ---------------------------------------------------------------------------
+    def learnable_params(self) -> list[Param]:
+        """Every distinct Param (shared params once), in layer order."""
+        seen, out = set(), []
+        for layer in self.layers:
+            for p in layer.params.values():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
+
+    def clear_param_diffs(self) -> None:
+        for p in self.learnable_params():
+            p.grad.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """`<layer>.<param>` -> data, the keys used in snapshots."""
+        return {f"{lname}.{pname}": p.data for lname, ps in self.params.items()
+                for pname, p in ps.items()}
+
+    def copy_from(self, weights: dict[str, np.ndarray], source: str = "weights",
+                  strict: bool = False) -> list[str]:
+        """Copy params by layer name (Caffe's fine-tuning rule). Returns the keys copied.
+
+        A key whose layer is not in this net is ignored unless `strict`; a shape mismatch is
+        a UserError naming the layer and both shapes.
+        """
+        copied = []
+        for key, value in weights.items():
+            lname, _, pname = key.rpartition(".")
+            param = self.params.get(lname, {}).get(pname)
+            if param is None:
+                if strict:
+                    raise UserError(f"{source}: {key} has no matching param in net {self.name}")
+                continue
+            if tuple(value.shape) != param.shape:
+                raise UserError(f"{source}: layer {lname}: param {pname} has shape "
+                                f"{tuple(value.shape)} in the file but {param.shape} in the net")
+            param.data[...] = value
+            copied.append(key)
+        return copied
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, inputs: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Feed `inputs` (blob name -> array) to Input blobs, run every layer; return outputs."""
+        if inputs:
+            self.feed(inputs)
+        self.run_forward()
+        return {name: np.array(self.blobs[name].data, copy=True) for name in self.outputs}
+
+    def feed(self, inputs: dict[str, Any]) -> None:
+        reshape = False
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                raise UserError(f"blob \"{name}\" is not an input of net {self.name}"
+                                f"{did_you_mean(name, self.inputs)}; inputs: "
+                                f"{', '.join(self.inputs) or '(none: the net reads its own data)'}")
+            blob = self.blobs[name]
+            arr = np.ascontiguousarray(value, dtype=self.dtype)
+            node, idx = self._input_slots[name]
+            if arr.shape != blob.shape:
+                if arr.ndim != len(blob.shape):
+                    raise UserError(f"input \"{name}\" has shape {arr.shape}, the net expects "
+                                    f"{blob.shape}")
+                node.layer.p.shape[idx] = list(arr.shape)
+                reshape = True
+            node.layer.tops[idx] = arr
+        if reshape:
+            self._reshape()
+            self._plans.clear()
+
+    def run_forward(self) -> float:
+        """Forward through every layer; sets and returns the weighted loss."""
+        for node in self._nodes:
+            tops = node.layer.forward([b.data for b in node.bottoms])
+            for blob, top in zip(node.tops, tops):
+                blob.data = top
+        loss = 0.0
+        for blob, w in self._losses:
+            loss += w * float(blob.data.sum())
+        self.loss = loss
+        return loss
+
+    # -- backward -------------------------------------------------------------------------
+    def backward(self, diffs: dict[str, Any] | None = None, *, accumulate: bool = False) -> None:
+        """Backpropagate from the losses (scaled by loss_weight) or from given output diffs.
+
+        Param gradients are zeroed first unless `accumulate` (the solver's iter_size).
+        """
+        if not accumulate:
+            self.clear_param_diffs()
+        if diffs:
+            seeds = []
+            for name, d in diffs.items():
+                if name not in self.blobs:
+                    raise UserError(f"backward: no blob \"{name}\" in net {self.name}"
+                                    f"{did_you_mean(name, self.blobs)}")
+                blob = self.blobs[name]
+                d = np.asarray(d, dtype=self.dtype)
+                if d.shape != blob.shape:
+                    raise UserError(f"backward: diff of \"{name}\" has shape {d.shape}, the "
+                                    f"blob has shape {blob.shape}")
+                seeds.append((blob, d))
+        else:
+            seeds = self._losses
+        self._run_backward(seeds)
+
+    def _plan(self, seed_blobs: frozenset) -> list:
+        """The layers to run backward for these seed blobs, with each one's propagate_down."""
+        plan = self._plans.get(seed_blobs)
+        if plan is not None:
+            return plan
+        needs: set[str] = set()  # blob keys whose diff someone needs
+        for node in self._nodes:
+            if node.layer.params or any(b.key in needs for b in node.bottoms) or (
+                    self.force_backward and not node.bottoms):
+                needs.update(t.key for t in node.tops)
+        reaches: set[str] = set(seed_blobs)
+        steps = []
+        for node in reversed(self._nodes):
+            if not any(t.key in reaches for t in node.tops):
+                continue
+            pd = [b.key in needs for b in node.bottoms]
+            if not (node.layer.params or any(pd)):
+                continue
+            reaches.update(b.key for b, p in zip(node.bottoms, pd) if p)
+            steps.append((node, pd))
+        counts: dict[str, int] = {k: 1 for k in seed_blobs}
+        for node, pd in steps:
+            for b, p in zip(node.bottoms, pd):
+                if p:
+                    counts[b.key] = counts.get(b.key, 0) + 1
+        touched = [b for b in self._all_blobs.values() if b.key in counts or b.key in reaches]
+        plan = (steps, {k for k, n in counts.items() if n > 1} | set(seed_blobs), touched)
+        self._plans[seed_blobs] = plan
+        return plan
+
+    def _run_backward(self, seeds) -> None:
+        steps, summed, touched = self._plan(frozenset(b.key for b, _ in seeds))
+        for blob in touched:
+            blob.diff = None
+        dtype = self.dtype
+        for blob, d in seeds:
+            buf = blob.own_diff(dtype)
+            if blob.diff is None:
+                np.copyto(buf, d)
+                blob.diff = buf
+            else:
+                buf += d
+        for node, pd in steps:
+            layer = node.layer
+            layer.propagate_down = pd
+            top_diffs = [t.diff if t.diff is not None else t.zeros(dtype) for t in node.tops]
+            bottom_diffs = layer.backward(top_diffs)
+            for blob, d, p in zip(node.bottoms, bottom_diffs, pd):
+                if d is None or not p:
+                    continue
+                if blob.diff is None:
+                    if blob.key in summed:
+                        buf = blob.own_diff(dtype)
+                        np.copyto(buf, d)
+                        blob.diff = buf
+                    else:
+                        blob.diff = d
+                else:
+                    np.add(blob.diff, d, out=blob.diff)
+
+    # -- conveniences ---------------------------------------------------------------------
+    def forward_backward(self) -> float:
+        loss = self.run_forward()
+        self._run_backward(self._losses)
+        return loss
+
+    def layer_states(self) -> dict[str, dict[str, np.ndarray]]:
+        return {layer.name: st for layer in self.layers if (st := layer.state())}
+
+    def __repr__(self) -> str:
+        return f"<Net {self.name} ({self.phase}): {len(self.layers)} layers>"

@@ -1,0 +1,32 @@
+"""Label checks shared by the layers that read class indices (losses, Accuracy)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from layerflow import UserError
+
+
+@njit(cache=True)
+def first_bad_label(label, num_classes, ignore, use_ignore):
+    """Index of the first label that is not an integer in [0, num_classes), or -1."""
+    for i in range(label.size):
+        v = label[i]
+        if use_ignore and v == ignore:
+            continue
+        if not (v >= 0 and v < num_classes) or v != np.floor(v):
+            return i
+    return -1
+
+
+def check_labels(layer, label: np.ndarray, num_classes: int, ignore_label=None) -> None:
+    """Raise a UserError naming the layer and the bad value if a label is not a valid class.
+
+    Runs on every batch: invalid labels are never silently trained on.
+    """
+    use_ignore = ignore_label is not None
+    i = first_bad_label(label, num_classes, ignore_label if use_ignore else 0, use_ignore)
+    if i >= 0:
+        raise UserError(
+            f"layer {layer.name} ({layer.type}): label {label[i]!r} at batch index {i} is not a "
+            f"class index in [0, {num_classes}) (the scores have {num_classes} classes)")

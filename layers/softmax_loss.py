@@ -1,0 +1,106 @@
+"""SoftmaxLoss: softmax over classes then cross-entropy, averaged over the counted samples.
+
+Shapes: scores x: (N, C); labels: (N,) or (N, 1), class indices stored as floats or ints.
+    p[n, c] = exp(x[n, c] - max_c x[n]) / sum_c' exp(x[n, c'] - max_c x[n])
+    loss    = -(1 / V) sum_{n counted} log p[n, y_n]       V = samples whose label != ignore_label
+Backward: dx[n, c] = dloss * (p[n, c] - [c == y_n]) / V, and 0 for ignored samples.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from numba import njit
+from pydantic import BaseModel, ConfigDict, Field
+
+from layerflow import Layer, UserError, register_layer
+from layerflow.layers.labels import check_labels
+
+
+@njit(cache=True, fastmath=True)
+def softmax_loss_forward(x, label, ignore, prob):
+    """Fill prob (N, C) with the softmax of x (N, C); return (sum of -log p[y], counted)."""
+    n, c = x.shape
+    loss = 0.0
+    count = 0
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, c):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = x.dtype.type(0)
+        for j in range(c):
+            e = np.exp(x[i, j] - m)
+            prob[i, j] = e
+            s += e
+        inv = 1 / s
+        for j in range(c):
+            prob[i, j] *= inv
+        y = int(label[i])
+        if y == ignore:
+            continue
+        # log p computed from the shifted scores: exact, and never log(0)
+        loss += np.log(s) - (x[i, y] - m)
+        count += 1
+    return loss, count
+
+
+@njit(cache=True, fastmath=True)
+def softmax_loss_backward(prob, label, ignore, scale, dx):
+    """dx (N, C) = scale * (prob - onehot(label)), zero rows for ignored labels."""
+    n, c = prob.shape
+    for i in range(n):
+        y = int(label[i])
+        if y == ignore:
+            for j in range(c):
+                dx[i, j] = 0
+            continue
+        for j in range(c):
+            dx[i, j] = scale * prob[i, j]
+        dx[i, y] -= scale
+
+
+class SoftmaxLossParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ignore_label: Optional[int] = Field(None, description="samples with this label count for "
+                                                           "nothing (loss and gradient)")
+
+
+@register_layer
+class SoftmaxLoss(Layer):
+    Params = SoftmaxLossParams
+    num_bottoms = 2
+    is_loss = True
+
+    def setup(self, bottom_shapes):
+        scores, labels = (tuple(s) for s in bottom_shapes)
+        if len(scores) != 2:
+            raise UserError(f"layer {self.name} (SoftmaxLoss): scores must be (N, C), got "
+                            f"shape {scores}")
+        if labels not in ((scores[0],), (scores[0], 1)):
+            raise UserError(f"layer {self.name} (SoftmaxLoss): labels must be ({scores[0]},) "
+                            f"to match scores {scores}, got shape {labels}")
+        self.num_classes = scores[1]
+        self.ignore = -(2 ** 62) if self.p.ignore_label is None else self.p.ignore_label
+        self.prob = np.zeros(scores, self.dtype)
+        self.dx = np.zeros(scores, self.dtype)
+        self.top = np.zeros((), self.dtype)
+        return [()]
+
+    def forward(self, bottoms):
+        x, label = bottoms
+        self.label = label.reshape(-1)
+        check_labels(self, self.label, self.num_classes, self.p.ignore_label)
+        loss, self.count = softmax_loss_forward(x, self.label, self.ignore, self.prob)
+        self.top[()] = loss / max(self.count, 1)
+        return [self.top]
+
+    def backward(self, top_diffs):
+        if not self.propagate_down[0]:
+            return [None, None]
+        scale = self.dtype.type(float(top_diffs[0]) / max(self.count, 1))
+        softmax_loss_backward(self.prob, self.label, self.ignore, scale, self.dx)
+        return [self.dx, None]
+
+    def flops(self, bottom_shapes):
+        return 4 * int(np.prod(bottom_shapes[0]))
