@@ -1,0 +1,390 @@
+"""Datasets: where samples come from (sources) and in which order they are drawn (the cursor).
+
+Every source is a plain function returning a dict of named numpy arrays that share their first
+dimension (the sample axis), in the dtype they are stored in (IDX images stay uint8). Every
+problem with a file is a `UserError` naming the file and the culprit (array, line, column):
+a truncated download or a NaN is never silently trained on.
+
+    spiral(num_classes, points_per_class, noise, seed)  data (N, 2) f8, label (N,) i8
+    read_idx(path)                                      one array, in the file's own dtype
+    read_npz(path, names)                               {name: array} for each name asked
+    read_csv(path, label_column)                        data (N, F) f8, label (N,)
+    fashion_mnist(split)                                data (N, 1, 28, 28) u1, label (N,) u1
+
+`Cursor` hands out the sample indices of each batch: in order, or a fresh permutation per epoch
+derived from one seed, so its whole state is a few integers.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+# ---- checks shared by the readers ------------------------------------------------------
+
+
+def check_finite(array: np.ndarray, file, name: str) -> None:
+    """Raise a UserError naming `file`, the array `name` and the first NaN/inf index."""
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        flat = int(np.flatnonzero(bad)[0])
+        index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+        where = index[0] if len(index) == 1 else index
+        raise UserError(f"{file}: array \"{name}\" has {int(bad.sum())} NaN or infinite "
+                        f"value(s), the first at index {where} ({array[index]!r}); "
+                        f"clean the data before training on it")
+
+
+def _check_numeric(array: np.ndarray, file, name: str) -> np.ndarray:
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if array.dtype.kind not in "iuf":
+        raise UserError(f"{file}: array \"{name}\" has dtype {array.dtype}; a dataset array "
+                        f"must hold integers or floats")
+    if array.ndim == 0:
+        raise UserError(f"{file}: array \"{name}\" is a scalar; a dataset array needs a first "
+                        f"(sample) dimension")
+    check_finite(array, file, name)
+    return array
+
+
+def check_same_length(arrays: dict[str, np.ndarray], file) -> None:
+    """Raise a UserError naming two arrays whose first dimensions differ."""
+    items = list(arrays.items())
+    first, a = items[0]
+    for name, b in items[1:]:
+        if len(b) != len(a):
+            raise UserError(f"{file}: arrays \"{first}\" and \"{name}\" have different lengths "
+                            f"({len(a)} vs {len(b)}); every array needs one entry per sample")
+
+
+def _read_bytes(path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a data file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+# ---- spiral ----------------------------------------------------------------------------
+
+
+def spiral(num_classes: int = 3, points_per_class: int = 100, noise: float = 0.2,
+           seed: int = 0) -> dict[str, np.ndarray]:
+    """CS231n's spiral: class j's points lie on an arm r = linspace(0, 1, P),
+    t = linspace(4j, 4(j + 1), P) + noise * randn(P), at (r sin t, r cos t).
+
+    Returns {"data": (K * P, 2) float64, "label": (K * P,) int64}, class by class.
+    """
+    if num_classes < 1 or points_per_class < 1:
+        raise UserError(f"spiral: num_classes ({num_classes}) and points_per_class "
+                        f"({points_per_class}) must be at least 1")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise UserError(f"spiral: noise must be a finite number >= 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    p = points_per_class
+    data = np.zeros((num_classes * p, 2))
+    label = np.zeros(num_classes * p, np.int64)
+    r = np.linspace(0.0, 1.0, p)
+    for j in range(num_classes):
+        t = np.linspace(4.0 * j, 4.0 * (j + 1), p) + rng.standard_normal(p) * noise
+        data[j * p:(j + 1) * p, 0] = r * np.sin(t)
+        data[j * p:(j + 1) * p, 1] = r * np.cos(t)
+        label[j * p:(j + 1) * p] = j
+    return {"data": data, "label": label}
+
+
+# ---- IDX (MNIST) -----------------------------------------------------------------------
+
+IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), raw or gzipped (told by its 1f 8b magic).
+
+    Header: bytes 0-1 zero, byte 2 the type (08 u1, 09 i1, 0B i2, 0C i4, 0D f4, 0E f8), byte 3
+    the number of dimensions, then one big-endian uint32 per dimension; then the data in C
+    order. Returns the array in its native-endian dtype, shaped as the header says.
+    """
+    raw = _read_bytes(path)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"{path}: not a valid gzip file ({exc}); the download may be "
+                            f"incomplete") from None
+    if len(raw) < 4:
+        raise UserError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte "
+                        f"magic number")
+    zero, code, ndim = raw[:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or code not in IDX_TYPES or ndim == 0:
+        raise UserError(
+            f"{path}: not an IDX file: bad magic number {raw[:4].hex(' ')} (expected 00 00, "
+            f"a type byte in {{08, 09, 0B, 0C, 0D, 0E}}, then the number of dimensions >= 1)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path}: truncated IDX header: {ndim} dimensions need {header} "
+                        f"header bytes, the file has {len(raw)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    dtype = IDX_TYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(raw) - header
+    if actual != expected:
+        what = "truncated" if actual < expected else "has extra bytes"
+        raise UserError(f"{path}: {what}: the IDX header (shape {dims}, {dtype.name}) "
+                        f"promises {expected} data bytes, the file has {actual}")
+    array = np.frombuffer(raw, dtype, offset=header).astype(dtype.newbyteorder("="))
+    array = array.reshape(dims)
+    check_finite(array, path, "data")
+    return array
+
+
+# ---- NPZ -------------------------------------------------------------------------------
+
+
+def read_npz(path, names) -> dict[str, np.ndarray]:
+    """Read the arrays `names` from an .npz archive (no pickles: object arrays are refused)."""
+    names = list(names)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected an .npz file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz archive ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{path}: holds a single array (.npy), expected an .npz archive of "
+                        f"named arrays ({', '.join(names)}); save it with np.savez")
+    out = {}
+    with archive:
+        present = list(archive.files)
+        for name in names:
+            if name not in present:
+                raise UserError(f"{path}: no array named \"{name}\" (the layer's tops name the "
+                                f"arrays to read); the file has: {', '.join(present) or 'none'}")
+            try:
+                array = archive[name]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc) or "bject" in str(exc):
+                    raise UserError(f"{path}: array \"{name}\" is an object array, which would "
+                                    f"need pickle; store numbers only") from None
+                raise UserError(f"{path}: array \"{name}\" cannot be read: {exc}") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise UserError(f"{path}: array \"{name}\" cannot be read: {exc}") from None
+            out[name] = np.ascontiguousarray(_check_numeric(array, path, name))
+    check_same_length(out, path)
+    return out
+
+
+# ---- CSV -------------------------------------------------------------------------------
+
+
+def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
+    """Read a comma-separated file with a header row.
+
+    The column `label_column` gives the labels (int64 when every value is whole, else
+    float64); every other column is a feature: {"data": (N, F) float64, "label": (N,)}.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header is None:
+                raise UserError(f"{path}: empty file; expected a header row naming the columns")
+            header = [h.strip() for h in header]
+            if header.count(label_column) != 1:
+                what = "no" if label_column not in header else "more than one"
+                raise UserError(f"{path}:1: {what} column named \"{label_column}\" (the "
+                                f"label_column); the columns are: {', '.join(header)}")
+            if len(header) < 2:
+                raise UserError(f"{path}:1: only the label column \"{label_column}\"; "
+                                f"a feature column is needed too")
+            li = header.index(label_column)
+            values = []
+            for row in rows:
+                line = rows.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if len(row) != len(header):
+                    raise UserError(f"{path}:{line}: {len(row)} cells, the header has "
+                                    f"{len(header)} columns")
+                parsed = []
+                for col, cell in zip(header, row):
+                    try:
+                        v = float(cell)
+                    except ValueError:
+                        raise UserError(f"{path}:{line}: column \"{col}\": {cell!r} is not a "
+                                        f"number") from None
+                    if not np.isfinite(v):
+                        raise UserError(f"{path}:{line}: column \"{col}\": {cell.strip()!r} is "
+                                        f"NaN or infinite; clean the data before training "
+                                        f"on it")
+                    parsed.append(v)
+                values.append(parsed)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    except (OSError, csv.Error) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    if not values:
+        raise UserError(f"{path}: a header row but no data rows")
+    table = np.array(values, dtype=np.float64)
+    label = table[:, li]
+    data = np.ascontiguousarray(np.delete(table, li, axis=1))
+    if np.all(label == np.round(label)):
+        label = label.astype(np.int64)
+    return {"data": data, "label": label}
+
+
+# ---- Fashion-MNIST ---------------------------------------------------------------------
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's `dataset-fashion-mnist` package installs the (gzipped) IDX files."""
+
+_FASHION_PREFIX = {"train": "train", "test": "t10k"}
+_fashion_cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def fashion_mnist_dirs() -> list[Path]:
+    """The folders searched, in order: $LAYERFLOW_DATA/fashion-mnist, then the system one."""
+    dirs = []
+    if os.environ.get("LAYERFLOW_DATA"):
+        dirs.append(Path(os.environ["LAYERFLOW_DATA"]).expanduser() / "fashion-mnist")
+    dirs.append(Path(FASHION_MNIST_SYSTEM_DIR))
+    return dirs
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def fashion_mnist(split: str) -> dict[str, np.ndarray]:
+    """Zalando's Fashion-MNIST, split "train" (60000) or "test" (10000).
+
+    Returns {"data": (N, 1, 28, 28) uint8, "label": (N,) uint8}, read once per process (the
+    arrays are shared and read-only).
+    """
+    if split not in _FASHION_PREFIX:
+        raise UserError(f"fashion-mnist: unknown split {split!r}; use train or test")
+    prefix = _FASHION_PREFIX[split]
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    searched = []
+    for folder in fashion_mnist_dirs():
+        images, labels = _find(folder, stems[0]), _find(folder, stems[1])
+        if images and labels:
+            break
+        if images or labels:
+            missing = stems[1] if images else stems[0]
+            raise UserError(f"fashion-mnist: {folder} has {(images or labels).name} but not "
+                            f"{missing}[.gz]; place both files there")
+        searched.append(str(folder))
+    else:
+        raise UserError(
+            f"fashion-mnist: the {split} files are not in {' nor '.join(searched)}. Install "
+            f"them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or place "
+            f"{stems[0]}.gz and {stems[1]}.gz (gzipped or not) from "
+            f"https://github.com/zalandoresearch/fashion-mnist in "
+            f"$LAYERFLOW_DATA/fashion-mnist/")
+    key = (str(images.resolve()), str(labels.resolve()))
+    if key not in _fashion_cache:
+        data, label = read_idx(images), read_idx(labels)
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1:] != (28, 28):
+            raise UserError(f"{images}: expected uint8 images of shape (N, 28, 28), got "
+                            f"{data.dtype} {data.shape}")
+        if label.dtype != np.uint8 or label.ndim != 1:
+            raise UserError(f"{labels}: expected uint8 labels of shape (N,), got "
+                            f"{label.dtype} {label.shape}")
+        if len(label) != len(data):
+            raise UserError(f"fashion-mnist: {labels} has {len(label)} labels but {images} has "
+                            f"{len(data)} images")
+        if label.size and label.max() > 9:
+            i = int(np.argmax(label > 9))
+            raise UserError(f"{labels}: label {label[i]} at index {i} is not a class in 0..9")
+        data = data.reshape(len(data), 1, 28, 28)
+        data.flags.writeable = False
+        label.flags.writeable = False
+        _fashion_cache[key] = {"data": data, "label": label}
+    return dict(_fashion_cache[key])
+
+
+# ---- the cursor ------------------------------------------------------------------------
+
+
+class Cursor:
+    """The indices of the samples of each batch, epoch after epoch.
+
+    Without shuffling, samples come in stored order; with it, epoch e follows the permutation
+    `default_rng([seed, e]).permutation(n)`. A batch that reaches the end of an epoch takes the
+    rest of it, then continues with the next epoch's order. The state is (position, epoch,
+    seed), plus the dataset size to catch a changed dataset on resume.
+    """
+
+    def __init__(self, num_samples: int, shuffle: bool, seed: int):
+        self.num_samples = int(num_samples)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.position = 0
+        self.order = self._order(0)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self.shuffle:
+            return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        return np.arange(self.num_samples)
+
+    def next(self, out: np.ndarray) -> np.ndarray:
+        """Fill `out` (int64, one entry per sample of the batch) with the next indices."""
+        filled, size = 0, len(out)
+        while filled < size:
+            take = min(size - filled, self.num_samples - self.position)
+            out[filled:filled + take] = self.order[self.position:self.position + take]
+            filled += take
+            self.position += take
+            if self.position == self.num_samples:
+                self.epoch += 1
+                self.position = 0
+                self.order = self._order(self.epoch)
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"cursor": np.array([self.position], np.int64),
+                "epoch": np.array([self.epoch], np.int64),
+                "seed": np.array([self.seed], np.int64),
+                "num_samples": np.array([self.num_samples], np.int64)}
+
+    def load_state(self, state: dict[str, np.ndarray], context: str = "data cursor") -> None:
+        missing = [k for k in ("cursor", "epoch", "seed", "num_samples") if k not in state]
+        if missing:
+            raise UserError(f"{context}: the saved state lacks {', '.join(missing)}")
+        position, epoch, seed, n = (int(np.asarray(state[k]).reshape(-1)[0])
+                                    for k in ("cursor", "epoch", "seed", "num_samples"))
+        if n != self.num_samples:
+            raise UserError(f"{context}: the saved state is for a dataset of {n} samples, the "
+                            f"data now has {self.num_samples}; the data changed since the "
+                            f"snapshot")
+        if not (0 <= position < n and epoch >= 0):
+            raise UserError(f"{context}: invalid saved state (position {position}, epoch "
+                            f"{epoch}, {n} samples)")
+        self.position, self.epoch, self.seed = position, epoch, seed
+        self.order = self._order(epoch)
