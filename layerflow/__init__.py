@@ -6,6 +6,8 @@ The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
 from .errors import UserError
 from .fillers import FillerSpec, fill
 from .layer import Layer, NoParams, Param
+# Imported eagerly so that `layerflow.gradcheck` is the function, not its module.
+from .gradcheck import GradcheckResult, check_layer, gradcheck
 from .registry import register_layer, register_lr_policy, register_solver
 
 __version__ = "0.1.0"
@@ -19,11 +21,9 @@ def __getattr__(name):
     if name in ("Solver",):
         from .solver import Solver
         return Solver
-    if name in ("gradcheck", "check_layer", "GradcheckResult"):
-        from . import gradcheck as _g
-        return getattr(_g, name)
     raise AttributeError(f"module 'layerflow' has no attribute {name!r}")
 
 
 __all__ = ["UserError", "FillerSpec", "fill", "Layer", "NoParams", "Param", "register_layer",
-           "register_lr_policy", "register_solver", "Net", "Solver", "gradcheck", "__version__"]
+           "register_lr_policy", "register_solver", "Net", "Solver", "gradcheck", "check_layer",
+           "GradcheckResult", "__version__"]

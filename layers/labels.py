@@ -28,5 +28,5 @@ def check_labels(layer, label: np.ndarray, num_classes: int, ignore_label=None) 
     i = first_bad_label(label, num_classes, ignore_label if use_ignore else 0, use_ignore)
     if i >= 0:
         raise UserError(
-            f"layer {layer.name} ({layer.type}): label {label[i]!r} at batch index {i} is not a "
-            f"class index in [0, {num_classes}) (the scores have {num_classes} classes)")
+            f"layer {layer.name} ({layer.type}): label {label[i].item()!r} at batch index {i} "
+            f"is not a class index in [0, {num_classes}) (the scores have {num_classes} classes)")
