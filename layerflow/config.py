@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,7 +33,14 @@ class Source:
 
     def locate(self, path: Path_) -> str:
         """'file:line:col' of the deepest written part of `path`."""
-        path = tuple(path)
+        # one value written where a list is expected (`include: {phase: test}`) has no index
+        # in the file: skip indices that were not written
+        kept: tuple = ()
+        for part in path:
+            if isinstance(part, int) and kept + (part,) not in self.marks:
+                continue
+            kept += (part,)
+        path = kept
         while path:
             if path in self.marks:
                 return self.marks[path]
@@ -41,9 +48,46 @@ class Source:
         return self.marks.get((), f"{self.file}:1:1")
 
 
+_PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map",
+               yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+_MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _not_allowed(tag: str) -> str:
+    return (f"YAML error: tag {_tag_name(tag)} is not allowed: layerflow reads YAML with safe "
+            f"loading only (no Python tags)")
+
+
 def _walk(node: yaml.Node, path: Path_, ctor: yaml.constructor.SafeConstructor,
-          marks: dict, file: str) -> Any:
+          marks: dict, file: str, _active: set | None = None, _count: list | None = None) -> Any:
     """Build Python data from a composed node, recording marks of keys and list items."""
+    _active = set() if _active is None else _active
+    _count = [0] if _count is None else _count
+    _count[0] += 1
+    if _count[0] > _MAX_NODES:
+        raise UserError(f"{_mark(node, file)}: YAML error: the document expands to more than "
+                        f"{_MAX_NODES} values (aliases nested too deep?)")
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        # the safe constructor is never asked to build a tagged collection, so check it here:
+        # `!!python/object/apply:os.system [...]` must be an error, not a silently plain list
+        if node.tag != _PLAIN_TAGS[type(node)]:
+            raise UserError(f"{_mark(node, file)}: {_not_allowed(node.tag)}")
+        if id(node) in _active:
+            raise UserError(f"{_mark(node, file)}: YAML error: an alias refers to a value that "
+                            f"contains it (a recursive structure)")
+        _active.add(id(node))
+        try:
+            return _walk_collection(node, path, ctor, marks, file, _active, _count)
+        finally:
+            _active.discard(id(node))
+    return ctor.construct_object(node, deep=True)
+
+
+def _walk_collection(node, path, ctor, marks, file, _active, _count) -> Any:
     if isinstance(node, yaml.MappingNode):
         ctor.flatten_mapping(node)  # YAML merge keys (<<)
         out = {}
@@ -55,15 +99,13 @@ def _walk(node: yaml.Node, path: Path_, ctor: yaml.constructor.SafeConstructor,
                 raise UserError(f"{_mark(key_node, file)}: {_fmt(path + (key,))}: "
                                 f"key \"{key}\" appears twice")
             marks[path + (key,)] = _mark(key_node, file)
-            out[key] = _walk(value_node, path + (key,), ctor, marks, file)
+            out[key] = _walk(value_node, path + (key,), ctor, marks, file, _active, _count)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        out = []
-        for i, item in enumerate(node.value):
-            marks[path + (i,)] = _mark(item, file)
-            out.append(_walk(item, path + (i,), ctor, marks, file))
-        return out
-    return ctor.construct_object(node, deep=True)
+    out = []
+    for i, item in enumerate(node.value):
+        marks[path + (i,)] = _mark(item, file)
+        out.append(_walk(item, path + (i,), ctor, marks, file, _active, _count))
+    return out
 
 
 def _mark(node: yaml.Node, file: str) -> str:
@@ -99,8 +141,13 @@ def load_yaml_text(text: str, file: str = "<string>") -> Source:
         loc = f"{file}:{m.line + 1}:{m.column + 1}" if m else file
         problem = exc.problem or exc.context or "invalid YAML"
         if "could not determine a constructor" in problem:
-            problem = (f"{problem.split('for the tag')[-1].strip()} is not allowed: layerflow "
-                       "reads YAML with safe loading only (no Python tags)")
+            tag = problem.split("for the tag")[-1].strip().strip("'")
+            raise UserError(f"{loc}: {_not_allowed(tag)}") from None
+        cm = exc.context_mark
+        if exc.problem and exc.context and cm is not None and (m.line, m.column) != (
+                cm.line, cm.column):
+            # the culprit is often where the unclosed bracket or quote began
+            problem += f" ({exc.context} that starts at {file}:{cm.line + 1}:{cm.column + 1})"
         raise UserError(f"{loc}: YAML error: {problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{file}: YAML error: {exc}") from None
@@ -128,9 +175,35 @@ def _fmt(path: Path_, layer_names: dict[int, str] | None = None) -> str:
     return out
 
 
+def _model_in(tp) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (Optional[M], list[M], M), if any."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in get_args(tp):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
+
+
+def _keys_at(model: type[BaseModel] | None, loc: Path_) -> list[str]:
+    """The keys allowed beside the last part of `loc` (for "did you mean")."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field_info = model.model_fields.get(part) if model is not None else None
+        if field_info is None:
+            return []
+        model = _model_in(field_info.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
 def raise_validation(err: ValidationError, src: Source, prefix: Path_ = (),
-                     layer_names: dict[int, str] | None = None) -> None:
-    """Turn a pydantic ValidationError into one UserError listing each problem with its place."""
+                     layer_names: dict[int, str] | None = None,
+                     model: type[BaseModel] | None = None) -> None:
+    """Turn a pydantic ValidationError into one UserError listing each problem with its place.
+
+    `model` (the validated model) lets an unknown key suggest the closest known one.
+    """
     lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -140,7 +213,10 @@ def raise_validation(err: ValidationError, src: Source, prefix: Path_ = (),
         path = prefix + loc
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = f"unknown key{did_you_mean(str(loc[-1]), _keys_at(model, loc))}" if loc \
+                else "unknown key"
+        elif e["type"] == "missing":
+            msg = "missing required key"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{src.locate(path)}: {_fmt(path, layer_names)}: {msg}")
@@ -246,7 +322,7 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
     try:
         net = NetSpec.model_validate(data)
     except ValidationError as err:
-        raise_validation(err, src)
+        raise_validation(err, src, model=NetSpec)
     for i, plugin in enumerate(net.plugins):
         load_plugin(plugin, src.base_dir, context=f"{src.locate(('plugins', i))}: plugins[{i}]")
     for plugin in extra_plugins or []:
@@ -260,7 +336,7 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
         try:
             spec = LayerSpec.model_validate(generic)
         except ValidationError as err:
-            raise_validation(err, src, path, names)
+            raise_validation(err, src, path, names, LayerSpec)
         try:
             cls = LAYERS.get(spec.type)
         except UserError as err:
@@ -279,7 +355,7 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
         try:
             params = cls.Params.model_validate(own)
         except ValidationError as err:
-            raise_validation(err, src, path, names)
+            raise_validation(err, src, path, names, cls.Params)
         if spec.include and spec.exclude:
             raise UserError(f"{src.locate(path + ('exclude',))}: {_fmt(path, names)}: give "
                             f"include or exclude, not both")
@@ -356,5 +432,11 @@ def parse_solver(src: Source) -> SolverConfig:
                 key = str(e["loc"][0])
                 raise UserError(f"{src.locate(e['loc'])}: {key}: unknown solver key"
                                 f"{did_you_mean(key, SolverSpec.model_fields)}") from None
-        raise_validation(err, src)
+        raise_validation(err, src, model=SolverSpec)
+    from .registry import LR_POLICIES
+
+    try:
+        LR_POLICIES.get(spec.lr_policy)
+    except UserError as err:
+        raise UserError(f"{src.locate(('lr_policy',))}: lr_policy: {err}") from None
     return SolverConfig(spec, src)

@@ -63,6 +63,17 @@ class _Node:
         self.loss_weights: list[float] = loss_weights
 
 
+def _located(err: UserError, node: "_Node") -> UserError:
+    """`err` of a layer, its message prefixed with where the layer is written (said once)."""
+    msg = str(err)
+    own = f"layer {node.layer.name} ({node.layer.type}): "
+    if msg.startswith(own):
+        msg = msg[len(own):]
+    c = node.config
+    err.args = (f"{c.loc}: layers[{c.index}] ({c.name}): {msg}",)
+    return err
+
+
 def _in_phase(cfg: LayerConfig, phase: str) -> bool:
     spec = cfg.spec
     if spec.include is not None and not any(r.phase == phase for r in spec.include):
@@ -183,12 +194,15 @@ class Net:
         for i, (names, keys, _) in enumerate(wiring):
             for j, (name, key) in enumerate(zip(names, keys)):
                 if key is None:
-                    if name not in latest:
+                    # a layer never reads its own top: `{bottom: x, top: x}` with no earlier
+                    # producer of x is an unknown bottom, not an in-place layer
+                    if name not in latest or blobs[latest[name]].producer == i:
                         c = cfgs[i]
+                        known = sorted(b for b in latest if blobs[latest[b]].producer != i)
                         raise UserError(
                             f"{c.loc}: layers[{c.index}] ({c.name}): unknown bottom blob "
-                            f"\"{name}\"{did_you_mean(name, latest)}; blobs in this phase: "
-                            f"{', '.join(sorted(latest)) or '(none)'}")
+                            f"\"{name}\"{did_you_mean(name, known)}; blobs in this phase: "
+                            f"{', '.join(known) or '(none)'}")
                     keys[j] = latest[name]
 
         order = self._toposort(cfgs, wiring, blobs)
@@ -203,7 +217,9 @@ class Net:
         for i in order:
             c = cfgs[i]
             _, bkeys, tkeys = wiring[i]
-            layer = c.cls(c.name, c.params, phase=self.phase, dtype=self.dtype,
+            # each net gets its own copy of the Params: feeding a new input shape edits them
+            layer = c.cls(c.name, c.params.model_copy(deep=True), phase=self.phase,
+                          dtype=self.dtype,
                           rng=np.random.default_rng([self.seed, c.index]),
                           base_dir=config.base_dir, param_specs=c.spec.param,
                           shared_params=self._shared_by_name)
@@ -272,8 +288,7 @@ class Net:
             try:
                 shapes = layer.setup([b.shape for b in node.bottoms])
             except UserError as err:
-                raise UserError(f"{node.config.loc}: layers[{node.config.index}] "
-                                f"({layer.name}): {err}") from None
+                raise _located(err, node) from None
             if len(shapes) != len(node.tops):
                 raise RuntimeError(f"layer {layer.name} ({layer.type}) returned "
                                    f"{len(shapes)} top shapes for {len(node.tops)} tops")
@@ -345,14 +360,16 @@ class Net:
         return {name: np.array(self.blobs[name].data, copy=True) for name in self.outputs}
 
     def feed(self, inputs: dict[str, Any]) -> None:
+        """Copy arrays into Input blobs; a new shape (e.g. batch size) reshapes the net first."""
         reshape = False
+        arrays = []
         for name, value in inputs.items():
             if name not in self.inputs:
                 raise UserError(f"blob \"{name}\" is not an input of net {self.name}"
                                 f"{did_you_mean(name, self.inputs)}; inputs: "
                                 f"{', '.join(self.inputs) or '(none: the net reads its own data)'}")
             blob = self.blobs[name]
-            arr = np.ascontiguousarray(value, dtype=self.dtype)
+            arr = np.asarray(value)
             node, idx = self._input_slots[name]
             if arr.shape != blob.shape:
                 if arr.ndim != len(blob.shape):
@@ -360,15 +377,20 @@ class Net:
                                     f"{blob.shape}")
                 node.layer.p.shape[idx] = list(arr.shape)
                 reshape = True
-            node.layer.tops[idx] = arr
-        if reshape:
+            arrays.append((node, idx, arr))
+        if reshape:  # setup reallocates the Input buffers, so copy the values in afterwards
             self._reshape()
             self._plans.clear()
+        for node, idx, arr in arrays:
+            np.copyto(node.layer.tops[idx], arr, casting="unsafe")
 
     def run_forward(self) -> float:
         """Forward through every layer; sets and returns the weighted loss."""
         for node in self._nodes:
-            tops = node.layer.forward([b.data for b in node.bottoms])
+            try:
+                tops = node.layer.forward([b.data for b in node.bottoms])
+            except UserError as err:  # bad data at run time (a label out of range...)
+                raise _located(err, node) from None
             for blob, top in zip(node.tops, tops):
                 blob.data = top
         loss = 0.0
@@ -466,6 +488,22 @@ class Net:
         loss = self.run_forward()
         self._run_backward(self._losses)
         return loss
+
+    def find_nonfinite(self) -> tuple[str, str] | None:
+        """(layer, top) of the first layer, in forward order, whose top holds a NaN or inf.
+
+        Re-runs forward on the current batch: layers without bottoms (data, inputs) are not
+        re-run, so the batch stays the one that went wrong. None when every top is finite.
+        """
+        for node in self._nodes:
+            if node.bottoms:
+                tops = node.layer.forward([b.data for b in node.bottoms])
+                for blob, top in zip(node.tops, tops):
+                    blob.data = top
+            for blob in node.tops:
+                if blob.data is not None and not np.isfinite(blob.data).all():
+                    return node.layer.name, blob.name
+        return None
 
     def layer_states(self) -> dict[str, dict[str, np.ndarray]]:
         return {layer.name: st for layer in self.layers if (st := layer.state())}
