@@ -8,10 +8,15 @@ import typer
 from layerflow.trainer import Events
 
 
+def _value(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
 def _fmt(record: dict) -> str:
-    skip = {"event", "iter", "elapsed_s"}
-    parts = [f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}"
-             for k, v in record.items() if k not in skip]
+    """'loss = 0.53, lr = 0.01, accuracy = 0.9' from a metrics record (outputs flattened)."""
+    skip = {"event", "iter", "elapsed_s", "outputs"}
+    parts = [f"{k} = {_value(v)}" for k, v in record.items() if k not in skip]
+    parts += [f"{k} = {_value(v)}" for k, v in record.get("outputs", {}).items()]
     return ", ".join(parts)
 
 
@@ -30,13 +35,20 @@ class PlainEvents(Events):
                   f"{solver.spec.max_iter} iterations{where} (seed {solver.seed})")
 
     def display(self, record):
-        self.echo(f"iter {record['iter']}: {_fmt(record)} ({record['elapsed_s']:.1f} s)")
+        head = {k: v for k, v in record.items() if k != "outputs"}
+        outputs = _fmt({"outputs": record.get("outputs", {})})
+        self.echo(f"iter {record['iter']}: {_fmt(head)}"
+                  + (f"; train outputs: {outputs}" if outputs else "")
+                  + f" ({record['elapsed_s']:.1f} s)")
 
     def test(self, record):
         self.echo(f"iter {record['iter']} test: {_fmt(record)}")
 
     def snapshot(self, path):
         self.echo(f"snapshot {path}")
+
+    def warning(self, message):
+        typer.echo(f"warning: {message}", err=True)
 
     def done(self, summary):
         test = ", ".join(f"{k} = {v:.4f}" for k, v in summary["test"].items())

@@ -1,16 +1,24 @@
 """Snapshots on disk: weights and solver state as safetensors, written atomically.
 
     <prefix>_iter_<N>.safetensors   weights, keys "<layer>.<param>"
-    <prefix>_iter_<N>.solverstate   solver state (iteration, history, RNG/data cursors) plus
-                                    metadata: the weights file's *name* (not its path, so a
-                                    moved folder still resumes) and the net's fingerprint
+    <prefix>_iter_<N>.solverstate   solver state (iteration, history, RNG states, data cursors)
+                                    plus metadata: the weights file's *name* (not its path, so
+                                    a moved folder still resumes), SHA-256 digests of both
+                                    files' arrays, and the net's fingerprint
 
-Write order: weights, then state; each through a temporary file in the same folder, fsync and
-os.replace. A snapshot counts as complete only when its state file loads and names a weights
-file that loads, so a crash at any moment leaves the previous snapshot usable.
+Write order: (remove a stale state file of the same iteration), weights, then state; each
+through a temporary file in the same folder, fsync, os.replace, fsync of the folder. So a
+state file exists only once both files are complete: a crash (even kill -9) at any moment
+leaves either the new snapshot or no state file for it, and every older snapshot intact.
+Stale temporary files of a killed write are removed by `remove_temporaries`.
+
+Reading checks everything: both files parse, the digests match (a flipped byte is caught),
+the weights file is the one the state was written with. Any failure is a `SnapshotError`
+(a UserError) naming the file at fault.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,13 +26,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from .errors import UserError
 
 FORMAT = "layerflow-snapshot-1"
+
+
+class SnapshotError(UserError):
+    """A snapshot file that cannot be used: missing, truncated, corrupted, not ours."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -44,7 +55,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -55,27 +70,37 @@ def _contiguous(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
 
 
+def digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `arrays`, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save_weights(path: Path, weights: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     meta = {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
     atomic_write(path, st_save(_contiguous(weights), metadata=meta))
 
 
 def read_safetensors(path: Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Load a safetensors file; any problem is a UserError naming the file."""
+    """Load a safetensors file; any problem is a SnapshotError naming the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"{path}: {what} file not found") from None
+        raise SnapshotError(f"{path}: {what} file not found") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read {what}: {exc}") from None
+        raise SnapshotError(f"{path}: cannot read {what}: {exc}") from None
     try:
         arrays = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len])
-    except (SafetensorError, ValueError, json.JSONDecodeError, Exception) as exc:
-        raise UserError(f"{path}: not a valid {what} file (truncated or corrupted?): "
-                        f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise SnapshotError(f"{path}: not a valid {what} file (truncated or corrupted?): "
+                            f"{type(exc).__name__}: {exc}") from None
     return arrays, header.get("__metadata__") or {}
 
 
@@ -93,9 +118,15 @@ def save_snapshot(prefix: Path, it: int, weights: dict[str, np.ndarray],
                   state: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
     """Write weights then solver state for iteration `it`; returns the state file's path."""
     wpath, spath = snapshot_paths(prefix, it)
+    weights = _contiguous(weights)
+    state = _contiguous(state)
+    if spath.exists():  # an older run's state must never pair with the new weights
+        spath.unlink()
+        _fsync_dir(spath.parent)
     save_weights(wpath, weights, {"iter": it})
-    meta = {"format": FORMAT, "weights": wpath.name, **metadata}
-    atomic_write(spath, st_save(_contiguous(state), metadata=meta))
+    meta = {"format": FORMAT, "weights": wpath.name, "weights_sha256": digest(weights),
+            "state_sha256": digest(state), **{k: str(v) for k, v in metadata.items()}}
+    atomic_write(spath, st_save(state, metadata=meta))
     return spath
 
 
@@ -112,16 +143,21 @@ def list_snapshots(prefix: Path) -> list[tuple[int, Path]]:
 
 
 def load_snapshot(state_path: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
-    """(state arrays, metadata, weights) of a snapshot; a UserError if anything is wrong."""
+    """(state arrays, metadata, weights) of a snapshot; a SnapshotError if anything is wrong."""
     state_path = Path(state_path)
     if state_path.suffix == ".safetensors":
-        raise UserError(f"{state_path}: this is a weights file; resume from the matching "
-                        f".solverstate (or use --weights to start from these weights)")
+        raise SnapshotError(f"{state_path}: this is a weights file; resume from the matching "
+                            f".solverstate (or use --weights to start from these weights)")
     state, meta = read_safetensors(state_path, "solver state")
     if meta.get("format") != FORMAT or "weights" not in meta:
-        raise UserError(f"{state_path}: not a layerflow solver state")
+        raise SnapshotError(f"{state_path}: not a layerflow solver state")
+    if "state_sha256" in meta and digest(state) != meta["state_sha256"]:
+        raise SnapshotError(f"{state_path}: corrupted: its arrays do not match their checksum")
     weights_path = state_path.parent / meta["weights"]
     weights = load_weights(weights_path)
+    if "weights_sha256" in meta and digest(weights) != meta["weights_sha256"]:
+        raise SnapshotError(f"{weights_path}: corrupted, or not the weights {state_path.name} "
+                            f"was written with: its arrays do not match the checksum")
     return state, meta, weights
 
 
@@ -134,3 +170,47 @@ def remove_snapshot(state_path: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+def prune(prefix: Path, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` snapshots under `prefix` (oldest first); also weights
+    files older than the oldest kept one that lost their state. Returns the removed states."""
+    if keep <= 0:
+        return []
+    found = list_snapshots(prefix)
+    removed = []
+    for _, path in reversed(found[keep:]):
+        remove_snapshot(path)
+        removed.append(path)
+    if len(found) >= keep:
+        oldest_kept = found[:keep][-1][0]
+        pattern = re.compile(re.escape(Path(prefix).name) + r"_iter_(\d+)\.safetensors$")
+        folder = Path(prefix).parent
+        for name in os.listdir(folder):
+            m = pattern.match(name)
+            if m and int(m.group(1)) < oldest_kept and not (
+                    folder / (name[:-len(".safetensors")] + ".solverstate")).exists():
+                try:
+                    (folder / name).unlink()
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def remove_temporaries(prefix: Path) -> list[Path]:
+    """Delete the temporary files a killed snapshot write left under `prefix`."""
+    prefix = Path(prefix)
+    folder = prefix.parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"\." + re.escape(prefix.name) +
+                         r"_iter_\d+\.(safetensors|solverstate)\..*\.tmp$")
+    removed = []
+    for name in os.listdir(folder):
+        if pattern.match(name):
+            try:
+                (folder / name).unlink()
+                removed.append(folder / name)
+            except FileNotFoundError:
+                pass
+    return removed

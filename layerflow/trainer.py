@@ -1,25 +1,53 @@
-"""The training loop around a Solver: tests, display, snapshots, metrics, resume.
+"""The training loop around a Solver: tests, display, snapshots, signals, metrics, resume.
 
-Caffe's loop order: test if due -> one iteration -> display if due -> snapshot if due.
-Everything the loop reports also goes, one JSON record per event, to
-`<snapshot_prefix>_metrics.jsonl`, so nobody has to parse logs.
+Loop order (Caffe's): test if due -> one iteration -> display if due -> test if due ->
+snapshot if due or asked for by a signal -> stop if asked. Iterations are counted as done:
+the record of iteration N comes after N updates.
+
+Files beside the snapshots (`<prefix>` = snapshot_prefix):
+    <prefix>_metrics.jsonl  one JSON record per event, appended:
+        {"event": "train", "iter", "lr", "loss" (smoothed over average_loss iterations),
+         "outputs": {blob: value of the last iteration}, "elapsed_s"}
+        {"event": "test", "iter", "outputs": {blob: mean over test_iter batches}, "elapsed_s"}
+        {"event": "resume" | "interrupted" | "diverged" | "warning", "iter", ...}
+    <prefix>_solver.yaml, <prefix>_net.yaml   the configuration actually run (after --set
+        overrides, with the random seed used), rewritten at the start of every run.
+
+Signals: SIGINT (Ctrl-C) writes a snapshot and stops (`train` exits with status 130; a second
+Ctrl-C stops at once, snapshots already written are kept); SIGHUP writes a snapshot and goes on.
+
+Divergence: the loss is checked every iteration, the params at every display and before every
+snapshot (a non-finite snapshot is never written). The error names the iteration and the first
+layer whose top went non-finite, and the last good snapshot.
+
+Resume (`--resume PATH`): a snapshot that is unreadable, truncated, fails its checksum, or was
+written by another net or solver type is an error naming the file. `--resume auto` takes the
+newest snapshot under the prefix, or starts from scratch when there is none. Writes are atomic,
+so a crash never leaves a damaged snapshot, only a missing one (ignored); a snapshot that exists
+but fails its checks was damaged afterwards: auto reports it as a warning (stderr and metrics)
+and falls back to the next older one; if none is usable it is an error, never a silent fresh
+start. A snapshot of a different net or solver type is always an error.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import yaml
 
 from . import snapshot as snap
-from .errors import UserError
+from .errors import DivergenceError, UserError
 from .net import Net
 from .solver import Solver
+
+EXIT_INTERRUPTED = 130
 
 
 def evaluate(net: Net, iterations: int) -> dict[str, float]:
@@ -47,6 +75,7 @@ class Events:
     def test(self, record: dict) -> None: ...
     def snapshot(self, path: Path) -> None: ...
     def iteration(self, it: int) -> None: ...
+    def warning(self, message: str) -> None: ...
     def done(self, summary: dict) -> None: ...
 
 
@@ -59,88 +88,147 @@ class Trainer:
         self.prefix: Path = self.solver.cfg.snapshot_prefix
         self.metrics_path = Path(f"{self.prefix}_metrics.jsonl")
         self.losses: deque = deque(maxlen=self.solver.spec.average_loss)
+        self.elapsed_before = 0.0  # training time of the runs before a resume
         self.started = time.perf_counter()
         self.last_test: dict[str, float] = {}
         self.last_snapshot: Path | None = None
+        self.resumed_from: Path | None = None
+        self._requests: deque = deque()  # "snapshot" | "stop", appended by signal handlers
 
     # -- starting points ----------------------------------------------------------------
     def resume(self, where: str | Path) -> Path | None:
-        """Restore from a solverstate path, or 'auto' = the newest complete snapshot."""
-        if str(where) == "auto":
-            for _, path in snap.list_snapshots(self.prefix):
-                try:
-                    self._restore(path)
-                    return path
-                except UserError:
-                    continue  # an incomplete newest snapshot (crash mid-write): try older
-            return None
-        self._restore(Path(where))
-        return Path(where)
+        """Restore from a solverstate path, or 'auto' = the newest usable snapshot."""
+        if str(where) != "auto":
+            self._restore(Path(where))
+            self.resumed_from = Path(where)
+            return self.resumed_from
+        found = snap.list_snapshots(self.prefix)
+        problems = []
+        for _, path in found:
+            try:
+                self._restore(path)
+            except snap.SnapshotError as err:
+                # cannot come from a crash (writes are atomic): damaged later; say so, go on
+                problems.append(str(err))
+                self._warn(f"skipping damaged snapshot: {err}")
+                continue
+            self.resumed_from = path
+            return path
+        if problems:
+            raise UserError(f"--resume auto: no usable snapshot under {self.prefix}_iter_*: "
+                            + "; ".join(problems))
+        return None
 
     def _restore(self, path: Path) -> None:
         state, meta, weights = snap.load_snapshot(path)
         mine = json.loads(self.solver.fingerprint())
-        theirs = json.loads(meta.get("fingerprint", "{}"))
+        try:
+            theirs = json.loads(meta.get("fingerprint", "{}"))
+        except json.JSONDecodeError:
+            raise snap.SnapshotError(f"{path}: corrupted metadata (fingerprint)") from None
         if theirs.get("params") != mine["params"]:
             theirs_params = {name: shape for name, shape in theirs.get("params", [])}
             for name, shape in mine["params"]:
                 if theirs_params.get(name) != shape:
                     found = theirs_params.get(name)
                     raise UserError(
-                        f"{path}: written by a different net: param {name} is "
-                        f"{tuple(found) if found else 'missing'} in the snapshot but "
-                        f"{tuple(shape)} in this net")
-            raise UserError(f"{path}: written by a different net (its params differ)")
+                        f"{path}: written by a different net: layer {name.rsplit('.', 1)[0]}: "
+                        f"param {name} is {tuple(found) if found else 'missing'} in the "
+                        f"snapshot but {tuple(shape)} in this net")
+            extra = [n for n in theirs_params if n not in dict(mine["params"])]
+            raise UserError(f"{path}: written by a different net: the snapshot has params "
+                            f"this net lacks: {', '.join(extra)}")
         if theirs.get("solver") != mine["solver"]:
             raise UserError(f"{path}: written by solver type {theirs.get('solver')}, this "
                             f"solver is {mine['solver']}; resume with the same type")
         self.solver.net.copy_from(weights, str(path), strict=True)
         self.solver.load_state(state, str(path))
+        window = state.get("trainer.losses")
+        self.losses.clear()
+        if window is not None:
+            self.losses.extend(float(x) for x in window)
+        if "trainer.elapsed_s" in state:
+            self.elapsed_before = float(np.asarray(state["trainer.elapsed_s"]).reshape(-1)[0])
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
         solver, spec = self.solver, self.solver.spec
-        self.events.start(solver, solver.iter)
-        if spec.snapshot_prefix is not None or spec.snapshot or spec.snapshot_after_train:
+        self.started = time.perf_counter()
+        try:
             self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        if solver.test_nets and spec.test_interval and spec.test_initialization \
-                and solver.iter == 0:
-            self.test()
-        while solver.iter < spec.max_iter:
-            loss = solver.iteration()
-            if not math.isfinite(loss):
-                self._diverged(loss)
-            self.losses.append(loss)
-            it = solver.iter
-            self.events.iteration(it)
-            if spec.display and it % spec.display == 0:
-                self._display(it)
-            if solver.test_nets and spec.test_interval and it % spec.test_interval == 0:
-                self.test()
-            if spec.snapshot and it % spec.snapshot == 0:
-                self.snapshot()
-        if spec.snapshot_after_train and (self.last_snapshot is None
-                                          or not str(self.last_snapshot).endswith(
-                                              f"_iter_{solver.iter}.solverstate")):
-            self.snapshot()
-        if solver.test_nets and spec.test_interval and solver.iter % spec.test_interval:
-            self.test()
+            snap.remove_temporaries(self.prefix)
+            self.save_config()
+        except OSError as exc:  # checked before training, as Caffe checks snapshot_prefix
+            raise UserError(f"{self.solver.cfg.source.locate(('snapshot_prefix',))}: "
+                            f"snapshot_prefix: cannot write under {self.prefix.parent}: "
+                            f"{exc.strerror or exc}") from None
+        if self.resumed_from is not None:
+            self._log({"event": "resume", "iter": solver.iter,
+                       "snapshot": str(self.resumed_from)})
+        self.events.start(solver, solver.iter)
+        interrupted = False
+        with self._signals():
+            try:
+                if solver.test_nets and spec.test_interval and spec.test_initialization \
+                        and solver.iter == 0:
+                    self.test()
+                while solver.iter < spec.max_iter:
+                    loss = solver.iteration()
+                    self.losses.append(loss)
+                    it = solver.iter
+                    self.events.iteration(it)
+                    if spec.display and it % spec.display == 0:
+                        self._display(it)
+                    if solver.test_nets and spec.test_interval and it % spec.test_interval == 0:
+                        self.test()
+                    requests = self._take_requests() if self._requests else ()
+                    if (spec.snapshot and it % spec.snapshot == 0) or requests:
+                        self.snapshot()
+                    if "stop" in requests:
+                        interrupted = True
+                        self._log({"event": "interrupted", "iter": it})
+                        break
+                if not interrupted:
+                    if spec.snapshot_after_train and not self._snapshot_is_current():
+                        self.snapshot()
+                    if solver.test_nets and spec.test_interval and \
+                            solver.iter % spec.test_interval:
+                        self.test()
+            except DivergenceError as err:
+                self._log({"event": "diverged", "iter": solver.iter, "message": str(err)})
+                good = (f"the last good snapshot is {self.last_good_snapshot()}"
+                        if self.last_good_snapshot() else "no snapshot was written")
+                raise DivergenceError(f"{err}; {good}") from None
         summary = {"iterations": solver.iter, "loss": self.smoothed_loss(),
                    "test": self.last_test, "elapsed_s": round(self.elapsed(), 3),
                    "snapshot": str(self.last_snapshot) if self.last_snapshot else None,
-                   "metrics": str(self.metrics_path)}
+                   "metrics": str(self.metrics_path), "interrupted": interrupted}
         self.events.done(summary)
         return summary
+
+    def last_good_snapshot(self) -> Path | None:
+        if self.last_snapshot is not None:
+            return self.last_snapshot
+        found = snap.list_snapshots(self.prefix)
+        return found[0][1] if found else None
+
+    def _snapshot_is_current(self) -> bool:
+        return self.last_snapshot is not None and self.last_snapshot.name.endswith(
+            f"_iter_{self.solver.iter}.solverstate")
 
     def smoothed_loss(self) -> float:
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self.elapsed_before + time.perf_counter() - self.started
 
     def _display(self, it: int) -> None:
+        self.solver.check_params()
+        net = self.solver.net
+        outputs = {name: float(net.blobs[name].data.sum()) for name in net.outputs}
         record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it - 1),
-                  "loss": self.smoothed_loss(), "elapsed_s": round(self.elapsed(), 3)}
+                  "loss": self.smoothed_loss(), "outputs": outputs,
+                  "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)
         self.events.display(record)
 
@@ -151,36 +239,118 @@ class Trainer:
             iters = solver.spec.test_iter or default_test_iterations(net)
             results.update(evaluate(net, iters))
         self.last_test = results
-        record = {"event": "test", "iter": solver.iter, **results,
+        record = {"event": "test", "iter": solver.iter, "outputs": results,
                   "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)
         self.events.test(record)
         return results
 
     def snapshot(self) -> Path:
+        """Write a snapshot of the current iteration (never one with a non-finite param),
+        then remove the oldest beyond `snapshot_keep`."""
         solver = self.solver
-        meta = {"fingerprint": solver.fingerprint(), "iter": str(solver.iter)}
-        path = snap.save_snapshot(self.prefix, solver.iter, solver.net.state_dict(),
-                                  solver.state(), meta)
+        solver.check_params()
+        state = solver.state()
+        state["trainer.losses"] = np.array(list(self.losses), np.float64)
+        state["trainer.elapsed_s"] = np.array([self.elapsed()], np.float64)
+        meta = {"fingerprint": solver.fingerprint(), "iter": str(solver.iter),
+                "solver": solver.spec.type, "net": solver.net.name}
+        try:
+            path = snap.save_snapshot(self.prefix, solver.iter, solver.net.state_dict(), state,
+                                      meta)
+        except OSError as exc:  # disk full...: the snapshots already written stay intact
+            raise UserError(f"{self.prefix}_iter_{solver.iter}: cannot write the snapshot: "
+                            f"{exc}") from None
         self.last_snapshot = path
+        snap.prune(self.prefix, solver.spec.snapshot_keep)
         self.events.snapshot(path)
         return path
 
-    def _diverged(self, loss: float) -> None:
-        raise UserError(f"training diverged at iteration {self.solver.iter}: loss is {loss}; "
-                        f"try a lower base_lr or set clip_gradients")
+    def save_config(self) -> None:
+        """Write the configuration of this run beside the snapshots (after overrides)."""
+        solver = self.solver
+        solver_data = solver.spec.model_dump()
+        solver_data["random_seed"] = solver.seed
+        solver_data["net"] = f"{self.prefix.name}_net.yaml"
+        solver_data["snapshot_prefix"] = self.prefix.name
+        head = (f"# the configuration layerflow ran (after --set overrides), written by "
+                f"`layerflow train`\n# from {Path(solver.cfg.source.file).resolve()}\n")
+        snap.atomic_write(Path(f"{self.prefix}_solver.yaml"),
+                          (head + yaml.safe_dump(solver_data, sort_keys=False, default_flow_style=None)).encode())
+        net_head = (f"# the net layerflow ran (after --set overrides), from "
+                    f"{Path(solver.net_config.source.file).resolve()};\n# relative paths in "
+                    f"it are relative to {solver.net_config.base_dir}\n")
+        snap.atomic_write(Path(f"{self.prefix}_net.yaml"),
+                          (net_head + yaml.safe_dump(solver.net_config.source.data,
+                                                     sort_keys=False, default_flow_style=None)).encode())
+
+    def _warn(self, message: str) -> None:
+        self._log({"event": "warning", "iter": self.solver.iter, "message": message})
+        self.events.warning(message)
 
     def _log(self, record: dict) -> None:
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    # -- signals ------------------------------------------------------------------------
+    def request(self, what: str) -> None:
+        """Ask the loop to "snapshot" (and go on) or "stop" (snapshot, then return) after the
+        current iteration; what the SIGHUP and SIGINT handlers do."""
+        self._requests.append(what)
+
+    def _take_requests(self) -> set[str]:
+        requests = set()
+        while self._requests:  # popleft is atomic: a signal arriving now is never lost
+            requests.add(self._requests.popleft())
+        return requests
+
+    def _signals(self):
+        trainer = self
+
+        class _Handlers:
+            def __enter__(self):
+                self.old = {}
+                if threading.current_thread() is not threading.main_thread():
+                    return self
+
+                def on_int(signum, frame):
+                    trainer.request("stop")
+                    # a second Ctrl-C stops at once (snapshots on disk are always complete)
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+                def on_hup(signum, frame):
+                    trainer.request("snapshot")
+
+                self.old[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+                if hasattr(signal, "SIGHUP"):
+                    self.old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+                return self
+
+            def __exit__(self, *exc):
+                for sig, handler in self.old.items():
+                    signal.signal(sig, handler)
+                return False
+
+        return _Handlers()
 
 
 def train(solver_path: str | Path, *, resume: str | None = None, weights: str | None = None,
           overrides=None, plugins: list[str] | None = None,
-          events: Events | None = None) -> dict:
-    """Engine entry point of `layerflow train`: build, maybe resume or load weights, run."""
+          events: Events | None = None, profile: bool = False) -> dict:
+    """Engine entry point of `layerflow train`: build, maybe resume or load weights, run.
+
+    `profile`: time each layer of the train net; the summary gets a "profile" report.
+
+    `overrides`: an Overrides, or the list of `--set KEY=VALUE` strings.
+    The summary's "interrupted" is True when SIGINT stopped the run (the CLI exits 130).
+    """
+    from .overrides import Overrides
+
     if resume and weights:
         raise UserError("give --resume or --weights, not both (resume restores the weights)")
+    if isinstance(overrides, (list, tuple)):
+        overrides = Overrides(list(overrides))
     solver = Solver.from_yaml(solver_path, plugins=plugins, overrides=overrides)
     trainer = Trainer(solver, events or Events())
     if resume:
@@ -190,7 +360,15 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
         if not copied:
             raise UserError(f"{weights}: no param in the file matches a layer of the net "
                             f"(params are matched by layer name)")
-    return trainer.run()
+    if not profile:
+        return trainer.run()
+    from .tools.profile import LayerProfiler
+
+    profiler, start = LayerProfiler(solver.net), solver.iter
+    summary = trainer.run()
+    summary["profile"] = profiler.report(solver.iter - start)
+    profiler.detach()
+    return summary
 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,

@@ -1,2 +1,10 @@
 """The built-in solver types and lr policies. Importing this package registers them."""
-from . import lr_policies, sgd  # noqa: F401  (imported for their registration side effect)
+from . import (  # noqa: F401  (imported for their registration side effect)
+    adadelta,
+    adagrad,
+    adam,
+    lr_policies,
+    nesterov,
+    rmsprop,
+    sgd,
+)
