@@ -41,6 +41,12 @@ def run(fn: Callable, *args, **kwargs):
             traceback.print_exc()
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code)
+    except OSError as err:  # a folder that cannot be created, a full disk, no permission...
+        if state["debug"]:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"error: {where}{err.strerror or err}", err=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130)
@@ -59,22 +65,50 @@ def train(
     solver: Path = typer.Argument(..., help="solver.yaml"),
     resume: Optional[str] = typer.Option(None, "--resume",
                                          help="A .solverstate to continue from, or 'auto' "
-                                              "for the newest snapshot (none: start fresh)."),
+                                              "for the newest snapshot under snapshot_prefix "
+                                              "(none yet: start fresh; a damaged one is "
+                                              "reported and the next older one used)."),
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Initialise params from a .safetensors "
                                                 "file (matched by layer name)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     plugin: Optional[List[str]] = PluginOpt,
+    sets: Optional[List[str]] = typer.Option(
+        None, "--set", metavar="KEY=VALUE",
+        help="Override a key before validation (repeatable). KEY is a solver key "
+             "(--set base_lr=0.05), layers.<layer name>.<key> for a layer's key "
+             "(--set layers.ip1.num_output=200; nested: layers.ip1.weight_filler.std=0.1, "
+             "list items by index: layers.ip1.param.0.lr_mult=2) or net.<key> for a net key "
+             "(--set net.dtype=float64). VALUE is read as YAML (numbers, true, [1, 2]...)."),
+    profile: bool = typer.Option(False, "--profile",
+                                 help="Time each layer's forward and backward during "
+                                      "training; report them at the end (and in --json)."),
 ):
-    """Train the net of SOLVER (Caffe's `caffe train`)."""
+    """Train the net of SOLVER (Caffe's `caffe train`).
+
+    Snapshots, the metrics log (<prefix>_metrics.jsonl) and the configuration actually run
+    (<prefix>_solver.yaml and <prefix>_net.yaml, after --set) go under snapshot_prefix.
+    Ctrl-C (SIGINT) writes a snapshot and stops with exit status 130; SIGHUP writes a
+    snapshot and goes on. A diverged run (NaN or infinite loss or param) stops with exit
+    status 3, keeping the last good snapshot. --resume auto reruns safely after any crash.
+    """
+    from layerflow.trainer import EXIT_INTERRUPTED
     from layerflow.trainer import train as engine_train
     from .progress import make_events
 
     events = make_events(quiet=as_json)
     summary = run(engine_train, solver, resume=resume, weights=weights, plugins=plugin,
-                  events=events)
+                  events=events, overrides=list(sets or []), profile=profile)
     if as_json:
         emit_json(summary)
+    elif profile:
+        from .tools import print_profile
+
+        print_profile(summary["profile"])
+    if summary.get("interrupted"):
+        typer.echo(f"interrupted at iteration {summary['iterations']}; snapshot "
+                   f"{summary['snapshot']} (continue with --resume auto)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -101,6 +135,9 @@ def test(
 
 def main():
     app()
+
+
+from . import tools  # noqa: E402,F401  (registers the tool commands on `app`)
 
 
 if __name__ == "__main__":

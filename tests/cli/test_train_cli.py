@@ -1,0 +1,192 @@
+"""`layerflow train` and `layerflow test` end to end: snapshots, output, determinism, resume,
+--weights, and the spiral model's accuracy.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import layerflow as lf
+
+REPO = Path(__file__).resolve().parents[2]
+PARAM_KEYS = {"ip1.weight", "ip1.bias", "ip2.weight", "ip2.bias"}
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    return load_file(str(path))
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        assert a[key].tobytes() == b[key].tobytes(), f"{key} differs"
+
+
+def test_train_writes_snapshots_and_prints_progress(cli, tiny):
+    result = cli.ok(cli.invoke("train", tiny.solver))
+    out = tiny.root / "out"
+    for it in (3, 6):  # snapshot: 3, max_iter: 6
+        w, state = out / f"tiny_iter_{it}.safetensors", out / f"tiny_iter_{it}.solverstate"
+        assert w.is_file() and state.is_file()
+        assert set(weights(w)) == PARAM_KEYS
+        assert weights(w)["ip1.weight"].shape == (8, 2)
+        assert weights(w)["ip2.bias"].shape == (3,)
+        assert load_file(str(state))  # a safetensors file too
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    # plain progress lines (the runner's stdout is not a terminal)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("training tiny with SGD for 6 iterations")
+    for it in (2, 4, 6):  # display: 2
+        assert any(re.match(rf"iter {it}: .*loss = [0-9.]+", line) for line in lines), it
+    for it in (0, 3, 6):  # test_interval: 3, test_initialization
+        assert any(re.match(rf"iter {it} test: .*accuracy = [0-9.]+", line) for line in lines)
+    assert any(line.startswith("snapshot ") and "tiny_iter_3" in line for line in lines)
+    assert lines[-1].startswith("done: 6 iterations")
+    assert "\x1b[" not in result.stdout  # no terminal control codes
+
+
+def test_train_json_summary(cli, tiny):
+    result = cli.ok(cli.invoke("train", tiny.solver, "--json"))
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone
+    assert summary["iterations"] == 6
+    assert np.isfinite(summary["loss"])
+    assert set(summary["test"]) == {"loss", "accuracy"}
+    assert Path(summary["snapshot"]) == tiny.root / "out" / "tiny_iter_6.solverstate"
+    assert "training tiny" in result.stderr  # progress went to stderr
+
+
+def test_layerflow_test_with_iterations_and_json(cli, tiny):
+    cli.ok(cli.invoke("train", tiny.solver))
+    w = tiny.root / "out" / "tiny_iter_6.safetensors"
+    result = cli.ok(cli.invoke("test", tiny.net, "--weights", w, "--iterations", 3))
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"loss = [0-9.e-]+", lines[0])
+    assert re.fullmatch(r"accuracy = [0-9.e-]+", lines[1])
+    assert lines[2].startswith("(3 batches, ")
+    result = cli.ok(cli.invoke("test", tiny.net, "--weights", w, "--iterations", 2, "--json"))
+    report = json.loads(result.stdout)
+    assert report["iterations"] == 2
+    # the same number, computed here: the test net over the 12 samples with these weights
+    net = lf.Net.from_yaml(tiny.net, "test")
+    net.copy_from(weights(w))
+    accs = [net.forward()["accuracy"] for _ in range(2)]
+    assert report["outputs"]["accuracy"] == pytest.approx(float(np.mean(accs)), abs=1e-7)
+
+
+def test_version(cli):
+    result = cli.ok(cli.invoke("--version"))
+    assert result.stdout.strip() == f"layerflow {lf.__version__}"
+    exe = shutil.which("layerflow")
+    if exe is None:
+        pytest.skip("the `layerflow` console script is not on PATH")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"layerflow {lf.__version__}"
+
+
+# ---- determinism and resume ---------------------------------------------------------------
+
+def shuffled_project(cli, root: Path, seed: int = 7, max_iter: int = 6):
+    net = cli.TINY_NET.replace("batch_size: 6}", "batch_size: 5, shuffle: true}")
+    solver = cli.TINY_SOLVER.replace("random_seed: 7", f"random_seed: {seed}").replace(
+        "max_iter: 6", f"max_iter: {max_iter}")
+    return cli.make_project(root, net=net, solver=solver)
+
+
+def test_same_seed_gives_bit_identical_weights(cli, tmp_path):
+    runs = []
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        project = shuffled_project(cli, tmp_path / name, seed)
+        cli.ok(cli.invoke("train", project.solver))
+        runs.append(weights(project.root / "out" / "tiny_iter_6.safetensors"))
+    assert_identical(runs[0], runs[1])
+    assert not np.array_equal(runs[0]["ip1.weight"], runs[2]["ip1.weight"])  # the seed matters
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cli, tmp_path):
+    whole = shuffled_project(cli, tmp_path / "whole", max_iter=6)
+    cli.ok(cli.invoke("train", whole.solver))
+    expected = weights(whole.root / "out" / "tiny_iter_6.safetensors")
+
+    # the first half (it ends with its final snapshot at 3), then --resume up to 6
+    part = shuffled_project(cli, tmp_path / "part", max_iter=3)
+    cli.ok(cli.invoke("train", part.solver))
+    state = part.root / "out" / "tiny_iter_3.solverstate"
+    assert state.is_file() and not (part.root / "out" / "tiny_iter_6.safetensors").exists()
+    part.solver.write_text(part.solver.read_text().replace("max_iter: 3", "max_iter: 6"))
+    result = cli.ok(cli.invoke("train", part.solver, "--resume", state))
+    assert "from iteration 3" in result.stdout
+    assert_identical(weights(part.root / "out" / "tiny_iter_6.safetensors"), expected)
+
+    # --resume auto picks the newest snapshot (iteration 3 again after removing 6)
+    for suffix in (".safetensors", ".solverstate"):
+        (part.root / "out" / f"tiny_iter_6{suffix}").unlink()
+    cli.ok(cli.invoke("train", part.solver, "--resume", "auto"))
+    assert_identical(weights(part.root / "out" / "tiny_iter_6.safetensors"), expected)
+
+    # control: restarting from the weights alone loses momentum and the data order
+    fresh = shuffled_project(cli, tmp_path / "fresh", max_iter=3)
+    cli.ok(cli.invoke("train", fresh.solver, "--weights",
+                      part.root / "out" / "tiny_iter_3.safetensors"))
+    restarted = weights(fresh.root / "out" / "tiny_iter_3.safetensors")
+    assert not np.array_equal(restarted["ip1.weight"], expected["ip1.weight"])
+
+
+# ---- --weights ----------------------------------------------------------------------------
+
+def test_weights_are_copied_by_layer_name(cli, tmp_path):
+    # base_lr tiny and no momentum or decay: one iteration leaves the weights as they started
+    solver = cli.TINY_SOLVER.replace("base_lr: 0.1", "base_lr: 1.0e-30").replace(
+        "momentum: 0.9", "momentum: 0").replace("weight_decay: 0.001", "weight_decay: 0").replace(
+        "max_iter: 6", "max_iter: 1")
+    fresh = cli.make_project(tmp_path / "fresh", solver=solver)
+    cli.ok(cli.invoke("train", fresh.solver))
+    init = weights(fresh.root / "out" / "tiny_iter_1.safetensors")
+
+    given = {"ip1.weight": np.arange(1, 17, dtype=np.float32).reshape(8, 2) / 10,
+             "ip1.bias": np.full(8, 0.25, np.float32),
+             "unrelated.weight": np.ones((4, 4), np.float32)}  # no such layer: ignored
+    save_file(given, str(tmp_path / "given.safetensors"))
+    project = cli.make_project(tmp_path / "init", solver=solver)
+    cli.ok(cli.invoke("train", project.solver, "--weights", tmp_path / "given.safetensors"))
+    got = weights(project.root / "out" / "tiny_iter_1.safetensors")
+    np.testing.assert_array_equal(got["ip1.weight"], given["ip1.weight"])
+    np.testing.assert_array_equal(got["ip1.bias"], given["ip1.bias"])
+    np.testing.assert_array_equal(got["ip2.weight"], init["ip2.weight"])  # filler's values
+    assert set(got) == PARAM_KEYS
+
+
+def test_weights_with_no_matching_layer_is_an_error(cli, tiny, tmp_path):
+    save_file({"other.weight": np.ones((2, 2), np.float32)}, str(tmp_path / "w.safetensors"))
+    cli.error(cli.invoke("train", tiny.solver, "--weights", tmp_path / "w.safetensors"),
+              "no param in the file matches a layer of the net")
+
+
+def test_weights_shape_mismatch_is_exit_2_naming_layer_and_shapes(cli, tiny, tmp_path):
+    w = tmp_path / "w.safetensors"
+    save_file({"ip2.weight": np.zeros((4, 8), np.float32)}, str(w))
+    cli.error(cli.invoke("train", tiny.solver, "--weights", w),
+              "layer ip2: param weight has shape (4, 8) in the file but (3, 8) in the net")
+
+
+# ---- the spiral model ---------------------------------------------------------------------
+
+def test_spiral_model_reaches_97_percent(cli, tmp_path):
+    model = tmp_path / "spiral"
+    shutil.copytree(REPO / "models" / "spiral", model)
+    result = cli.ok(cli.invoke("train", model / "solver.yaml", "--json"))
+    summary = json.loads(result.stdout)
+    final = Path(summary["snapshot"]).with_suffix(".safetensors")
+    assert final.parent == model / "snapshots" and final.is_file()
+    assert set(weights(final)) == PARAM_KEYS
+    report = json.loads(cli.ok(cli.invoke("test", model / "net.yaml", "--weights", final,
+                                          "--json")).stdout)
+    assert report["outputs"]["accuracy"] >= 0.97, report
