@@ -11,50 +11,47 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from layerflow import FillerSpec, Layer, UserError, register_layer
+from layerflow.blas import gemm
 
 
 @njit(cache=True)
 def inner_product_forward(x, w, b, out):
-    """out (N, M) = x (N, K) @ w.T (K, M) + b (M,). BLAS does the product."""
-    np.dot(x, w.T, out)
+    """out (N, M) = x (N, K) @ w.T (K, M) + b (M,). Every row of out starts as b and BLAS adds
+    the product onto it (beta = 1): one sweep over out fewer than adding b afterwards."""
     n, m = out.shape
     for i in range(n):
         for j in range(m):
-            out[i, j] += b[j]
+            out[i, j] = b[j]
+    gemm(x, w, out, False, True, 1.0, 1.0)
 
 
 @njit(cache=True)
 def inner_product_forward_nobias(x, w, out):
-    np.dot(x, w.T, out)
+    """out (N, M) = x (N, K) @ w.T (K, M)."""
+    gemm(x, w, out, False, True, 1.0, 0.0)
 
 
 @njit(cache=True)
-def inner_product_backward_params(x, dout, dw, db, scratch):
-    """dw (M, K) += dout.T @ x; db (M,) += column sums of dout (N, M). scratch: (M, K)."""
-    np.dot(dout.T, x, scratch)
-    m, k = dw.shape
-    for i in range(m):
-        for j in range(k):
-            dw[i, j] += scratch[i, j]
-    n = dout.shape[0]
+def inner_product_backward_params(x, dout, dw, db):
+    """dw (M, K) += dout.T (M, N) @ x (N, K), in one BLAS pass (beta = 1); db (M,) += column
+    sums of dout (N, M)."""
+    gemm(dout, x, dw, True, False, 1.0, 1.0)
+    n, m = dout.shape
     for i in range(n):
         for j in range(m):
             db[j] += dout[i, j]
 
 
 @njit(cache=True)
-def inner_product_backward_weight(x, dout, dw, scratch):
-    np.dot(dout.T, x, scratch)
-    m, k = dw.shape
-    for i in range(m):
-        for j in range(k):
-            dw[i, j] += scratch[i, j]
+def inner_product_backward_weight(x, dout, dw):
+    """dw (M, K) += dout.T (M, N) @ x (N, K)."""
+    gemm(dout, x, dw, True, False, 1.0, 1.0)
 
 
 @njit(cache=True)
 def inner_product_backward_data(dout, w, dx):
     """dx (N, K) = dout (N, M) @ w (M, K)."""
-    np.dot(dout, w, dx)
+    gemm(dout, w, dx, False, False, 1.0, 0.0)
 
 
 class InnerProductParams(BaseModel):
@@ -87,12 +84,11 @@ class InnerProduct(Layer):
         self.bottom_shape = shape
         self.top = np.zeros((self.n, m), self.dtype)
         self.dx = np.zeros((self.n, self.k), self.dtype)
-        self.scratch = np.zeros((m, self.k), self.dtype)
         self.top_view = self.top.reshape(shape[:axis] + (m,))
         return [self.top_view.shape]
 
     def forward(self, bottoms):
-        self.x = bottoms[0].reshape(self.n, self.k)
+        self.x = np.ascontiguousarray(bottoms[0], self.dtype).reshape(self.n, self.k)
         w = self.params["weight"].data
         if self.p.bias_term:
             inner_product_forward(self.x, w, self.params["bias"].data, self.top)
@@ -101,13 +97,12 @@ class InnerProduct(Layer):
         return [self.top_view]
 
     def backward(self, top_diffs):
-        dout = top_diffs[0].reshape(self.n, self.p.num_output)
+        dout = np.ascontiguousarray(top_diffs[0], self.dtype).reshape(self.n, self.p.num_output)
         weight = self.params["weight"]
         if self.p.bias_term:
-            inner_product_backward_params(self.x, dout, weight.grad,
-                                          self.params["bias"].grad, self.scratch)
+            inner_product_backward_params(self.x, dout, weight.grad, self.params["bias"].grad)
         else:
-            inner_product_backward_weight(self.x, dout, weight.grad, self.scratch)
+            inner_product_backward_weight(self.x, dout, weight.grad)
         if not self.propagate_down[0]:
             return [None]
         inner_product_backward_data(dout, weight.data, self.dx)
