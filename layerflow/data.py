@@ -119,36 +119,63 @@ def read_idx(path) -> np.ndarray:
     Header: bytes 0-1 zero, byte 2 the type (08 u1, 09 i1, 0B i2, 0C i4, 0D f4, 0E f8), byte 3
     the number of dimensions, then one big-endian uint32 per dimension; then the data in C
     order. Returns the array in its native-endian dtype, shaped as the header says.
+
+    The data is streamed straight into its final array once the header has told its size, so
+    loading costs the data set's size once (no decompressed copy beside it).
     """
-    raw = _read_bytes(path)
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UserError(f"{path}: not a valid gzip file ({exc}); the download may be "
-                            f"incomplete") from None
-    if len(raw) < 4:
-        raise UserError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte "
+    try:
+        with open(path, "rb") as probe:
+            gzipped = probe.read(2) == b"\x1f\x8b"
+        f = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a data file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        with f:
+            return _read_idx_stream(f, path)
+    except (OSError, EOFError, zlib.error) as exc:
+        if not gzipped:
+            raise UserError(f"{path}: cannot read: {exc}") from None
+        raise UserError(f"{path}: not a valid gzip file ({exc}); the download may be "
+                        f"incomplete") from None
+
+
+def _read_idx_stream(f, path) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise UserError(f"{path}: not an IDX file: {len(magic)} bytes, shorter than the 4-byte "
                         f"magic number")
-    zero, code, ndim = raw[:2], raw[2], raw[3]
+    zero, code, ndim = magic[:2], magic[2], magic[3]
     if zero != b"\x00\x00" or code not in IDX_TYPES or ndim == 0:
         raise UserError(
-            f"{path}: not an IDX file: bad magic number {raw[:4].hex(' ')} (expected 00 00, "
+            f"{path}: not an IDX file: bad magic number {magic.hex(' ')} (expected 00 00, "
             f"a type byte in {{08, 09, 0B, 0C, 0D, 0E}}, then the number of dimensions >= 1)")
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise UserError(f"{path}: truncated IDX header: {ndim} dimensions need {header} "
-                        f"header bytes, the file has {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+                        f"header bytes, the file has {4 + len(raw_dims)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
     dtype = IDX_TYPES[code]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(raw) - header
-    if actual != expected:
+    array = np.empty(expected // dtype.itemsize, dtype)
+    actual = f.readinto(memoryview(array).cast("B")) if expected else 0
+    while actual < expected:  # readinto may return early on a pipe or gzip member boundary
+        n = f.readinto(memoryview(array).cast("B")[actual:])
+        if not n:
+            break
+        actual += n
+    extra = len(f.read(1 << 20)) if actual == expected else 0
+    if actual != expected or extra:
         what = "truncated" if actual < expected else "has extra bytes"
+        if extra:
+            actual += extra + len(f.read())
         raise UserError(f"{path}: {what}: the IDX header (shape {dims}, {dtype.name}) "
                         f"promises {expected} data bytes, the file has {actual}")
-    array = np.frombuffer(raw, dtype, offset=header).astype(dtype.newbyteorder("="))
-    array = array.reshape(dims)
+    array = array.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
     check_finite(array, path, "data")
     return array
 
