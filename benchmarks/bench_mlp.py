@@ -394,6 +394,7 @@ def run(args) -> None:
     threads_list = [int(t) for t in args.threads.split(",")] if args.threads else (
         [os.cpu_count() or 1] if args.quick else sorted({1, os.cpu_count() or 1}, reverse=True))
     reps = args.repeats or (3 if args.quick else 5)
+    chosen = args.size_list
     cold_reps = 1 if args.quick else 3
     iters = [500, 120, 12] if args.quick else [2000, 500, 40]
     warmup = CHECK_STEPS
@@ -411,7 +412,7 @@ def run(args) -> None:
             print(f"   matmul peak GFLOP/s: {peak}", flush=True)
             runs: dict = {}
             warm_cache = tmp / f"numba_cache_{threads}"
-            for s in range(len(SIZES)):
+            for s in chosen:
                 for r in range(cold_reps):
                     cache = tmp / f"cold_{threads}_{s}_{r}"
                     cache.mkdir()
@@ -423,12 +424,12 @@ def run(args) -> None:
                     shutil.rmtree(cache, ignore_errors=True)
                     print(f"   size {s} layerflow cold first iteration "
                           f"{rec['first_iter_s']:.2f} s", flush=True)
-            for s in range(len(SIZES)):  # fill the warm cache: these runs are not counted
+            for s in chosen:  # fill the warm cache: these runs are not counted
                 launch(["--worker", "layerflow", "--size", str(s), "--threads", str(threads),
                         "--iters", "0", "--warmup", "1", "--data", str(tmp / f"data{s}.npz")],
                        dict(env, NUMBA_CACHE_DIR=str(warm_cache)))
             for r in range(reps):
-                for s in range(len(SIZES)):
+                for s in chosen:
                     for fw in frameworks:
                         e = dict(env, NUMBA_CACHE_DIR=str(warm_cache))
                         rec = launch(["--worker", fw, "--size", str(s), "--threads",
@@ -454,7 +455,8 @@ def _has_torch() -> bool:
 def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> str:
     v, cpu = versions(), cpu_info()
     lines = ["# MLP training step: layerflow vs PyTorch CPU vs a plain numpy loop", "",
-             f"Written by `python benchmarks/bench_mlp.py{' --quick' if args.quick else ''}` "
+             f"Written by `python benchmarks/bench_mlp.py{' --quick' if args.quick else ''}"
+             f"{f' --sizes {args.sizes}' if args.sizes else ''}` "
              f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
              f"- CPU: {cpu['model']}, {cpu['cpus']} logical CPUs, flags: {cpu['flags']}",
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
@@ -472,12 +474,13 @@ def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> s
              f"the run (median); a run above 0.3 was repeated, up to {args.retries} times, the "
              "least disturbed kept", ""]
     targets = []
+    chosen = args.size_list
     for threads, (peak, runs) in results.items():
         best = max(peak.values())
-        lf_rec = runs[(0, "layerflow")][-1]
+        lf_rec = runs[(chosen[0], "layerflow")][-1]
         pools = "; ".join(f"{p['lib']} ({p['api']}, {p['arch']}) {p['threads']}"
                           for p in lf_rec["thread_pools"])
-        torch_threads = runs.get((0, "torch"), [{}])[-1].get("torch_threads", "-")
+        torch_threads = runs.get((chosen[0], "torch"), [{}])[-1].get("torch_threads", "-")
         lines += [f"## {threads} thread(s)", "",
                   f"Threads: numba {lf_rec['numba_threads']} "
                   f"(layer {lf_rec['numba_threading_layer']}), torch {torch_threads}, BLAS "
@@ -488,7 +491,8 @@ def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> s
                   "| size | batch | framework | samples/s | range | layerflow x | GFLOP/s "
                   "| % peak | first iter cold / warm (s) | peak RSS MB (import) | other load |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for s, (sizes, batch) in enumerate(SIZES):
+        for s in chosen:
+            sizes, batch = SIZES[s]
             flops = step_flops(sizes, batch)
             med = {fw: statistics.median(r["samples_per_s"] for r in runs[(s, fw)])
                    for fw in frameworks}
@@ -512,7 +516,8 @@ def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> s
         lines.append("Loss curves (first steps, max |loss - layerflow's| over "
                      f"{CHECK_STEPS} steps and all runs):")
         lines.append("")
-        for s, (sizes, batch) in enumerate(SIZES):
+        for s in chosen:
+            sizes, batch = SIZES[s]
             ref = runs[(s, "layerflow")][0]["losses"]
             diffs = []
             for fw in frameworks:
@@ -523,24 +528,26 @@ def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> s
         lines.append("")
         # the targets of issue 4
         last = len(SIZES) - 1
+        all_sizes = last in chosen and len(chosen) == len(SIZES)
         med = {(s, fw): statistics.median(r["samples_per_s"] for r in runs[(s, fw)])
-               for s in range(len(SIZES)) for fw in frameworks}
-        warm = statistics.median(r["first_iter_s"] for s in range(len(SIZES))
+               for s in chosen for fw in frameworks}
+        warm = statistics.median(r["first_iter_s"] for s in chosen
                                  for r in runs[(s, "layerflow")])
-        gf = med[(last, "layerflow")] / SIZES[last][1] * step_flops(*SIZES[last]) / 1e9
         t = [f"Targets at {threads} thread(s):"]
         if "torch" in frameworks:
-            ratios = [med[(s, "layerflow")] / med[(s, "torch")] for s in range(len(SIZES))]
-            t.append("- layerflow / PyTorch >= 1.5 on every size: "
+            ratios = [med[(s, "layerflow")] / med[(s, "torch")] for s in chosen]
+            t.append(f"- layerflow / PyTorch >= 1.5 on every size{'' if all_sizes else ' run'}: "
                      + ", ".join(f"{x:.2f}" for x in ratios)
                      + (" -> met" if min(ratios) >= 1.5 else " -> NOT met"))
-        x = med[(last, "layerflow")] / med[(last, "numpy")]
-        t.append(f"- layerflow / numpy >= 0.95 on the largest: {x:.2f}"
-                 + (" -> met" if x >= 0.95 else " -> NOT met"))
-        t.append(f"- >= 70% of matmul peak on the largest: {100 * gf / best:.1f}%"
-                 + (" -> met" if gf >= 0.7 * best else " -> NOT met")
-                 + f" ({100 * gf / peak['numpy']:.1f}% of the OpenBLAS peak that layerflow's "
-                   f"BLAS reaches, {peak['numpy']:.0f} GFLOP/s)")
+        if last in chosen and "numpy" in frameworks:
+            gf = med[(last, "layerflow")] / SIZES[last][1] * step_flops(*SIZES[last]) / 1e9
+            x = med[(last, "layerflow")] / med[(last, "numpy")]
+            t.append(f"- layerflow / numpy >= 0.95 on the largest: {x:.2f}"
+                     + (" -> met" if x >= 0.95 else " -> NOT met"))
+            t.append(f"- >= 70% of matmul peak on the largest: {100 * gf / best:.1f}%"
+                     + (" -> met" if gf >= 0.7 * best else " -> NOT met")
+                     + f" ({100 * gf / peak['numpy']:.1f}% of the OpenBLAS peak that "
+                       f"layerflow's BLAS reaches, {peak['numpy']:.0f} GFLOP/s)")
         t.append(f"- warm start to the first iteration <= 1.5 s: {warm:.2f} s"
                  + (" -> met" if warm <= 1.5 else " -> NOT met"))
         lines += t + [""]
@@ -558,6 +565,9 @@ def main() -> None:
     ap.add_argument("--threads", help="comma-separated thread counts (default: 1 and all CPUs; "
                                       "--quick: all CPUs)")
     ap.add_argument("--repeats", type=int, help="fresh processes per cell (default 5, quick 3)")
+    ap.add_argument("--sizes", help="comma-separated sizes to run, by index: 0 = 784-100-10, "
+                                    "1 = 784-512-512-10, 2 = 784-2048-2048-10 (default: all); "
+                                    "the largest-size targets are checked only when 2 runs")
     ap.add_argument("--out", help="where to write the table (default benchmarks/RESULTS.md)")
     ap.add_argument("--retries", type=int, default=2,
                     help="repeat a run disturbed by other processes (> 0.3 cores busy) up to "
@@ -570,6 +580,10 @@ def main() -> None:
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.size_list = sorted({int(i) for i in args.sizes.split(",")}) if args.sizes else list(
+        range(len(SIZES)))
+    if not all(0 <= i < len(SIZES) for i in args.size_list):
+        ap.error(f"--sizes: indices are 0..{len(SIZES) - 1}")
     if args.worker == "peak":
         args.threads = int(args.threads)
         peak_worker(args)
