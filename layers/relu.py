@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from layerflow import Layer, register_layer
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def relu_forward(x, slope, out):
     """x, out: flat arrays of the same length; slope: a scalar of their dtype."""
     for i in range(x.size):
@@ -20,7 +20,7 @@ def relu_forward(x, slope, out):
         out[i] = v if v > 0 else v * slope
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def relu_backward(x, dout, slope, dx):
     for i in range(x.size):
         dx[i] = dout[i] if x[i] > 0 else dout[i] * slope

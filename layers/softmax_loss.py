@@ -17,7 +17,9 @@ from layerflow import Layer, UserError, register_layer
 from layerflow.layers.labels import check_labels
 
 
-@njit(cache=True, fastmath=True)
+# No fastmath: its no-NaN assumption would turn a NaN score into an exception or garbage
+# instead of a NaN loss, and the divergence guard needs the NaN to name the layer.
+@njit(cache=True, error_model="numpy")
 def softmax_loss_forward(x, label, ignore, prob):
     """Fill prob (N, C) with the softmax of x (N, C); return (sum of -log p[y], counted)."""
     n, c = x.shape
@@ -33,7 +35,7 @@ def softmax_loss_forward(x, label, ignore, prob):
             e = np.exp(x[i, j] - m)
             prob[i, j] = e
             s += e
-        inv = 1 / s
+        inv = x.dtype.type(1) / s
         for j in range(c):
             prob[i, j] *= inv
         y = int(label[i])
@@ -45,7 +47,7 @@ def softmax_loss_forward(x, label, ignore, prob):
     return loss, count
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, error_model="numpy")
 def softmax_loss_backward(prob, label, ignore, scale, dx):
     """dx (N, C) = scale * (prob - onehot(label)), zero rows for ignored labels."""
     n, c = prob.shape

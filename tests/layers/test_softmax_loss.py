@@ -134,3 +134,17 @@ def test_scores_must_be_2d(lh):
 
 def re_shape(shape):
     return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_give_a_non_finite_loss_not_an_exception(bad):
+    """The divergence guard finds the first layer whose top went non-finite: the loss must
+    carry the NaN or inf forward rather than raise or hide it."""
+    from layerflow.layers.softmax_loss import softmax_loss_forward
+
+    for dtype in (np.float32, np.float64):
+        x = np.array([[1.0, 2.0, 3.0], [0.5, bad, -1.0]], dtype)
+        prob = np.zeros_like(x)
+        loss, count = softmax_loss_forward(x, np.array([0.0, 1.0], dtype), -5, prob)
+        assert count == 2 and not np.isfinite(loss)
+        assert np.isfinite(prob[0]).all()  # the healthy row is untouched by the bad one
