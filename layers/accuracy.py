@@ -14,7 +14,7 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from layerflow import Layer, UserError, register_layer
-from layerflow.layers.labels import check_labels
+from layerflow.layers.labels import check_labels, scores_and_labels
 
 
 @njit(cache=True)
@@ -51,17 +51,11 @@ class Accuracy(Layer):
     num_bottoms = 2
 
     def setup(self, bottom_shapes):
-        scores, labels = (tuple(s) for s in bottom_shapes)
-        if len(scores) != 2:
-            raise UserError(f"layer {self.name} (Accuracy): scores must be (N, C), got "
-                            f"shape {scores}")
-        if labels not in ((scores[0],), (scores[0], 1)):
-            raise UserError(f"layer {self.name} (Accuracy): labels must be ({scores[0]},) "
-                            f"to match scores {scores}, got shape {labels}")
+        scores, num_classes = scores_and_labels(self, bottom_shapes)
         if self.p.top_k > scores[1]:
             raise UserError(f"layer {self.name} (Accuracy): top_k={self.p.top_k} is more than "
                             f"the {scores[1]} classes of scores {scores}")
-        self.num_classes = scores[1]
+        self.num_classes = num_classes
         self.use_ignore = self.p.ignore_label is not None
         self.ignore = self.p.ignore_label if self.use_ignore else 0
         self.top = np.zeros((), self.dtype)

@@ -30,3 +30,18 @@ def check_labels(layer, label: np.ndarray, num_classes: int, ignore_label=None) 
         raise UserError(
             f"layer {layer.name} ({layer.type}): label {label[i].item()!r} at batch index {i} "
             f"is not a class index in [0, {num_classes}) (the scores have {num_classes} classes)")
+
+
+def scores_and_labels(layer, bottom_shapes) -> tuple[tuple[int, ...], int]:
+    """Check the (scores, labels) bottoms of a classifier layer; return (scores shape, C).
+
+    scores: (N, C); labels: (N,) or (N, 1). A mismatch is a UserError naming the layer.
+    """
+    scores, labels = (tuple(s) for s in bottom_shapes)
+    if len(scores) != 2:
+        raise UserError(f"layer {layer.name} ({layer.type}): scores must be (N, C), got "
+                        f"shape {scores}")
+    if labels not in ((scores[0],), (scores[0], 1)):
+        raise UserError(f"layer {layer.name} ({layer.type}): labels must be ({scores[0]},) "
+                        f"to match scores {scores}, got shape {labels}")
+    return scores, scores[1]

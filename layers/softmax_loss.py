@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, UserError, register_layer
-from layerflow.layers.labels import check_labels
+from layerflow import Layer, register_layer
+from layerflow.layers.labels import check_labels, scores_and_labels
 
 
 # No fastmath: its no-NaN assumption would turn a NaN score into an exception or garbage
@@ -75,14 +75,8 @@ class SoftmaxLoss(Layer):
     is_loss = True
 
     def setup(self, bottom_shapes):
-        scores, labels = (tuple(s) for s in bottom_shapes)
-        if len(scores) != 2:
-            raise UserError(f"layer {self.name} (SoftmaxLoss): scores must be (N, C), got "
-                            f"shape {scores}")
-        if labels not in ((scores[0],), (scores[0], 1)):
-            raise UserError(f"layer {self.name} (SoftmaxLoss): labels must be ({scores[0]},) "
-                            f"to match scores {scores}, got shape {labels}")
-        self.num_classes = scores[1]
+        scores, num_classes = scores_and_labels(self, bottom_shapes)
+        self.num_classes = num_classes
         self.ignore = -(2 ** 62) if self.p.ignore_label is None else self.p.ignore_label
         self.prob = np.zeros(scores, self.dtype)
         self.dx = np.zeros(scores, self.dtype)

@@ -15,8 +15,8 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, UserError, register_layer
-from layerflow.layers.labels import check_labels
+from layerflow import Layer, register_layer
+from layerflow.layers.labels import check_labels, scores_and_labels
 
 
 @njit(cache=True)
@@ -71,14 +71,8 @@ class SVMLoss(Layer):
     is_loss = True
 
     def setup(self, bottom_shapes):
-        scores, labels = (tuple(s) for s in bottom_shapes)
-        if len(scores) != 2:
-            raise UserError(f"layer {self.name} (SVMLoss): scores must be (N, C), got "
-                            f"shape {scores}")
-        if labels not in ((scores[0],), (scores[0], 1)):
-            raise UserError(f"layer {self.name} (SVMLoss): labels must be ({scores[0]},) "
-                            f"to match scores {scores}, got shape {labels}")
-        self.num_classes = scores[1]
+        scores, num_classes = scores_and_labels(self, bottom_shapes)
+        self.num_classes = num_classes
         self.margin = self.dtype.type(self.p.margin)
         self.squared = self.p.norm == "L2"
         self.terms = np.zeros(scores, self.dtype)
