@@ -1,8 +1,9 @@
 """Every example in models/ loads and trains a few iterations through `layerflow train`.
 
 Models are found by globbing models/*/solver.yaml, so a new model is tested without editing this
-file. A model is skipped (with the reason) only when its data is not on this machine, or when it
-is a plugin package (it has a pyproject.toml) that is not installed.
+file. A model is skipped (with the reason) only when its data is not on this machine. A plugin
+package (a folder with a pyproject.toml) that is not installed is imported from its source folder
+with --plugin, through the modules its entry points name.
 """
 from __future__ import annotations
 
@@ -52,19 +53,22 @@ def missing_data(net_path: Path) -> str | None:
     return None
 
 
-def plugin_not_installed(model: Path) -> str | None:
-    """A model folder with a pyproject.toml is a plugin package: it must be installed."""
+def plugin_modules(model: Path) -> list[str]:
+    """The modules a plugin package's layerflow entry points name, when it is not installed."""
     pyproject = model / "pyproject.toml"
     if not pyproject.is_file():
-        return None
-    found = re.search(r'^name\s*=\s*"([^"]+)"', pyproject.read_text(), re.M)  # no tomllib: 3.10
+        return []
+    text = pyproject.read_text()
+    found = re.search(r'^name\s*=\s*"([^"]+)"', text, re.M)  # no tomllib on Python 3.10
     assert found, f"{pyproject} has no project name"
-    name = found.group(1)
     try:
-        importlib.metadata.distribution(name)
+        importlib.metadata.distribution(found.group(1))
+        return []  # installed: its entry points load it
     except importlib.metadata.PackageNotFoundError:
-        return f"plugin {name} is not installed (pip install -e {model})"
-    return None
+        pass
+    modules = re.findall(r'^\s*\w+\s*=\s*"([\w.]+):\w+"', text, re.M)
+    assert modules, f"{pyproject} declares no entry point"
+    return sorted(set(modules))
 
 
 def test_models_are_found():
@@ -72,16 +76,21 @@ def test_models_are_found():
 
 
 @pytest.mark.parametrize("solver", SOLVERS, ids=[p.parent.name for p in SOLVERS])
-def test_model_trains_a_few_iterations(solver, tmp_path):
+def test_model_trains_a_few_iterations(solver, tmp_path, monkeypatch):
     model = solver.parent
     spec = yaml.safe_load(solver.read_text())
-    reason = plugin_not_installed(model) or missing_data(model / spec["net"])
+    reason = missing_data(model / spec["net"])
     if reason:
         pytest.skip(reason)
     copy = tmp_path / model.name
     shutil.copytree(model, copy, ignore=shutil.ignore_patterns("snapshots", "__pycache__"))
+    plugins = plugin_modules(model)
+    if plugins:
+        monkeypatch.syspath_prepend(str(copy))
     args = ["train", str(copy / solver.name), "--json", "--set", "max_iter=3",
             "--set", "display=1", "--set", "snapshot=0"]
+    for plugin in plugins:
+        args += ["--plugin", plugin]
     if spec.get("test_interval"):
         args += ["--set", "test_iter=1", "--set", "test_interval=3"]
     result = CliRunner().invoke(app, args)
@@ -92,7 +101,7 @@ def test_model_trains_a_few_iterations(solver, tmp_path):
     if spec.get("test_interval"):
         assert summary["test"] and all(np.isfinite(v) for v in summary["test"].values())
     weights = load_file(str(Path(summary["snapshot"]).with_suffix(".safetensors")))
-    net = lf.Net.from_yaml(copy / spec["net"])
+    net = lf.Net.from_yaml(copy / spec["net"], plugins=plugins)
     assert weights.keys() == net.state_dict().keys()
     for key, value in net.state_dict().items():
         assert weights[key].shape == value.shape, key
