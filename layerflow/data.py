@@ -67,16 +67,24 @@ def check_same_length(arrays: dict[str, np.ndarray], file) -> None:
                             f"({len(a)} vs {len(b)}); every array needs one entry per sample")
 
 
-def _read_bytes(path) -> bytes:
+def _open(path):
+    """open(path, "rb"), its usual failures turned into UserErrors naming the file."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, expected a data file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _read_bytes(path) -> bytes:
+    with _open(path) as f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 # ---- spiral ----------------------------------------------------------------------------
@@ -123,24 +131,19 @@ def read_idx(path) -> np.ndarray:
     The data is streamed straight into its final array once the header has told its size, so
     loading costs the data set's size once (no decompressed copy beside it).
     """
-    try:
-        with open(path, "rb") as probe:
-            gzipped = probe.read(2) == b"\x1f\x8b"
-        f = gzip.open(path, "rb") if gzipped else open(path, "rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a data file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        with f:
-            return _read_idx_stream(f, path)
-    except (OSError, EOFError, zlib.error) as exc:
-        if not gzipped:
-            raise UserError(f"{path}: cannot read: {exc}") from None
-        raise UserError(f"{path}: not a valid gzip file ({exc}); the download may be "
-                        f"incomplete") from None
+    with _open(path) as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        try:
+            if not gzipped:
+                return _read_idx_stream(raw, path)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return _read_idx_stream(f, path)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not gzipped:
+                raise UserError(f"{path}: cannot read: {exc}") from None
+            raise UserError(f"{path}: not a valid gzip file ({exc}); the download may be "
+                            f"incomplete") from None
 
 
 def _read_idx_stream(f, path) -> np.ndarray:
