@@ -74,7 +74,8 @@ def _located(err: UserError, node: "_Node") -> UserError:
     return err
 
 
-def _in_phase(cfg: LayerConfig, phase: str) -> bool:
+def in_phase(cfg: LayerConfig, phase: str) -> bool:
+    """Whether a layer is in `phase` by its include/exclude rules."""
     spec = cfg.spec
     if spec.include is not None and not any(r.phase == phase for r in spec.include):
         return False
@@ -135,7 +136,7 @@ class Net:
         return cls(parse_net(load_yaml_text(text, file), plugins), phase, **kw)
 
     def _build(self, config: NetConfig) -> None:
-        cfgs = [c for c in config.layers if _in_phase(c, self.phase)]
+        cfgs = [c for c in config.layers if in_phase(c, self.phase)]
         if not cfgs:
             raise UserError(f"{config.source.file}: the net has no layers in phase {self.phase}")
         seen: dict[str, LayerConfig] = {}

@@ -30,7 +30,7 @@ from numba import njit
 from .config import SolverConfig, load_yaml, parse_net, parse_solver
 from .errors import DivergenceError, UserError
 from .layer import Param
-from .net import Net
+from .net import Net, in_phase
 from .registry import LR_POLICIES, SOLVERS
 
 
@@ -104,8 +104,7 @@ class Solver:
         self.net = Net(self.net_config, "train", seed=self.seed)
         self.test_nets: list[Net] = []
         if spec.test_interval > 0 or spec.test_iter > 0:
-            if not any(not c.spec.include or any(r.phase == "test" for r in c.spec.include)
-                       for c in self.net_config.layers):
+            if not any(in_phase(c, "test") for c in self.net_config.layers):
                 raise UserError(f"{cfg.source.file}: test_interval/test_iter are set but the "
                                 f"net has no layers in the test phase")
             self.test_nets.append(Net(self.net_config, "test", seed=self.seed,
@@ -125,10 +124,9 @@ class Solver:
         `overrides` (a layerflow.overrides.Overrides) edits the solver's and the net's Source
         before validation, so its errors name the `--set` argument.
         """
-        from .plugins import load_plugin
+        from .plugins import load_plugins
 
-        for plugin in plugins or []:
-            load_plugin(plugin, Path.cwd(), context="--plugin")
+        load_plugins(plugins)
         src = load_yaml(path)
         net_hook = None
         if overrides is not None:
