@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -315,7 +315,7 @@ class NetConfig:
 
 def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
     """Validate a net YAML: net keys, then each layer's generic keys, then its own Params."""
-    from .plugins import load_plugin
+    from .plugins import load_plugin, load_plugins
     from .registry import LAYERS
 
     data = src.data
@@ -325,8 +325,7 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
         raise_validation(err, src, model=NetSpec)
     for i, plugin in enumerate(net.plugins):
         load_plugin(plugin, src.base_dir, context=f"{src.locate(('plugins', i))}: plugins[{i}]")
-    for plugin in extra_plugins or []:
-        load_plugin(plugin, Path.cwd(), context="--plugin")
+    load_plugins(extra_plugins)
 
     names = {i: d.get("name") for i, d in enumerate(net.layers) if isinstance(d.get("name"), str)}
     layers = []

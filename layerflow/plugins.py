@@ -154,27 +154,26 @@ def load_plugin(spec: str, base_dir: Path | None = None, context: str = "") -> N
         try:
             with registering_from(f"plugin file {path}"):
                 module_spec.loader.exec_module(module)
-        except UserError as exc:
-            del sys.modules[mod_name]
-            raise UserError(f"{where}plugin {path}: {exc}") from exc
         except Exception as exc:
-            del sys.modules[mod_name]
-            raise UserError(f"{where}plugin {path} failed to load: "
-                            f"{type(exc).__name__}: {exc}") from exc
+            del sys.modules[mod_name]  # a fixed file can be loaded again in this process
+            raise _load_error(f"{where}plugin {path}", exc) from exc
         return
     if spec in sys.modules:
         return
     try:
         with registering_from(f"plugin module {spec}"):
             importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and (
+                spec == exc.name or spec.startswith(exc.name + ".")):
             raise UserError(f"{where}plugin module \"{spec}\" not found (is it installed, or "
                             f"did you mean a .py file?)") from exc
-        raise UserError(f"{where}plugin {spec} failed to load: {type(exc).__name__}: "
-                        f"{exc}") from exc
-    except UserError as exc:
-        raise UserError(f"{where}plugin {spec}: {exc}") from exc
-    except Exception as exc:
-        raise UserError(f"{where}plugin {spec} failed to load: {type(exc).__name__}: "
-                        f"{exc}") from exc
+        raise _load_error(f"{where}plugin {spec}", exc) from exc
+
+
+def _load_error(label: str, exc: Exception) -> UserError:
+    """The UserError for a plugin that failed to import: its own UserError keeps its message,
+    anything else (the plugin's bug) is named with its type."""
+    if isinstance(exc, UserError):
+        return UserError(f"{label}: {exc}")
+    return UserError(f"{label} failed to load: {type(exc).__name__}: {exc}")
