@@ -130,16 +130,20 @@ def save_snapshot(prefix: Path, it: int, weights: dict[str, np.ndarray],
     return spath
 
 
-def list_snapshots(prefix: Path) -> list[tuple[int, Path]]:
-    """(iteration, state path) of every solverstate under `prefix`, newest first."""
+def _files(prefix: Path, tail: str) -> list[tuple[re.Match, Path]]:
+    """(match, path) of the files in prefix's folder named `<prefix name><tail>` (a regex)."""
     prefix = Path(prefix)
     folder = prefix.parent
     if not folder.is_dir():
         return []
-    pattern = re.compile(re.escape(prefix.name) + r"_iter_(\d+)\.solverstate$")
-    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder)
-             if (m := pattern.match(name))]
-    return sorted(found, reverse=True)
+    pattern = re.compile(re.escape(prefix.name) + tail + "$")
+    return [(m, folder / name) for name in os.listdir(folder) if (m := pattern.match(name))]
+
+
+def list_snapshots(prefix: Path) -> list[tuple[int, Path]]:
+    """(iteration, state path) of every solverstate under `prefix`, newest first."""
+    states = _files(prefix, r"_iter_(\d+)\.solverstate")
+    return sorted(((int(m.group(1)), path) for m, path in states), reverse=True)
 
 
 def load_snapshot(state_path: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
@@ -164,12 +168,8 @@ def load_snapshot(state_path: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
 def remove_snapshot(state_path: Path) -> None:
     """Delete one snapshot's files (state first, so a crash never leaves state sans weights)."""
     state_path = Path(state_path)
-    wpath = state_path.with_suffix(".safetensors")
-    for p in (state_path, wpath):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+    state_path.unlink(missing_ok=True)
+    state_path.with_suffix(".safetensors").unlink(missing_ok=True)
 
 
 def prune(prefix: Path, keep: int) -> list[Path]:
@@ -184,33 +184,18 @@ def prune(prefix: Path, keep: int) -> list[Path]:
         removed.append(path)
     if len(found) >= keep:
         oldest_kept = found[:keep][-1][0]
-        pattern = re.compile(re.escape(Path(prefix).name) + r"_iter_(\d+)\.safetensors$")
-        folder = Path(prefix).parent
-        for name in os.listdir(folder):
-            m = pattern.match(name)
-            if m and int(m.group(1)) < oldest_kept and not (
-                    folder / (name[:-len(".safetensors")] + ".solverstate")).exists():
-                try:
-                    (folder / name).unlink()
-                except FileNotFoundError:
-                    pass
+        for m, path in _files(prefix, r"_iter_(\d+)\.safetensors"):
+            if int(m.group(1)) < oldest_kept and not path.with_suffix(".solverstate").exists():
+                path.unlink(missing_ok=True)
     return removed
 
 
 def remove_temporaries(prefix: Path) -> list[Path]:
     """Delete the temporary files a killed snapshot write left under `prefix`."""
     prefix = Path(prefix)
-    folder = prefix.parent
-    if not folder.is_dir():
-        return []
-    pattern = re.compile(r"\." + re.escape(prefix.name) +
-                         r"_iter_\d+\.(safetensors|solverstate)\..*\.tmp$")
-    removed = []
-    for name in os.listdir(folder):
-        if pattern.match(name):
-            try:
-                (folder / name).unlink()
-                removed.append(folder / name)
-            except FileNotFoundError:
-                pass
-    return removed
+    # atomic_write names them ".<final name>.<random>.tmp" in the same folder
+    temporaries = _files(prefix.with_name("." + prefix.name),
+                         r"_iter_\d+\.(safetensors|solverstate)\..*\.tmp")
+    for _, path in temporaries:
+        path.unlink(missing_ok=True)
+    return [path for _, path in temporaries]
