@@ -506,6 +506,11 @@ class Net:
                     return node.layer.name, blob.name
         return None
 
+    def wiring(self) -> list[tuple[Layer, list[Blob], list[Blob]]]:
+        """(layer, bottom blobs, top blobs) in forward order: the exact blob versions each
+        layer reads and writes (an in-place top is a new version of its bottom)."""
+        return [(n.layer, n.bottoms, n.tops) for n in self._nodes]
+
     def layer_states(self) -> dict[str, dict[str, np.ndarray]]:
         return {layer.name: st for layer in self.layers if (st := layer.state())}
 

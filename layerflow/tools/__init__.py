@@ -22,12 +22,6 @@ def load_net(path: str | Path, phase: str = "train", plugins: list[str] | None =
     return Net.from_yaml(path, phase, plugins=plugins, dtype=dtype, seed=seed)
 
 
-def nodes(net):
-    """(layer, bottom blobs, top blobs) in forward order: the exact blob versions each layer
-    reads and writes (an in-place top is a new version of its bottom)."""
-    return [(n.layer, n.bottoms, n.tops) for n in net._nodes]
-
-
 def fmt_int(n: int) -> str:
     """12345678 -> '12.35M' (k, M, G, T), small numbers as they are."""
     for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):

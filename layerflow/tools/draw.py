@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import UserError
-from . import load_net, nodes
+from . import load_net
 
 TEXT_FORMATS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "markdown"}
 RENDERED_FORMATS = {".svg": "svg", ".png": "png"}
@@ -31,7 +31,7 @@ def graph(net) -> dict:
                           "shape": list(blob.shape)})
         return blob_ids[blob.key]
 
-    for i, (layer, bottoms, tops) in enumerate(nodes(net)):
+    for i, (layer, bottoms, tops) in enumerate(net.wiring()):
         lid = f"l{i}"
         keys = {k: v for k, v in layer.p.model_dump(exclude_defaults=True).items()
                 if isinstance(v, (int, float, str, bool))}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..gradcheck import check_layer
-from . import load_net, nodes, table
+from . import load_net, table
 
 
 def check_net(net_path: str | Path, layer: str | None = None, *, phase: str = "train",
@@ -37,7 +37,7 @@ def check_net(net_path: str | Path, layer: str | None = None, *, phase: str = "t
     _fill_inputs(net, np.random.default_rng(seed))
     net.run_forward()
     reports = []
-    for lay, bottoms, _ in nodes(net):
+    for lay, bottoms, _ in net.wiring():
         if layer is not None and lay.name != layer:
             continue
         row = {"name": lay.name, "type": lay.type, "ok": True, "entries": [],
@@ -99,7 +99,7 @@ def _check(lay, bottoms, step, threshold, kink, kink_range, max_checks, seed):
 
 
 def _fill_inputs(net, rng) -> None:
-    targets = {b.name for lay, bottoms, _ in nodes(net) if lay.is_loss for b in bottoms[1:]}
+    targets = {b.name for lay, bottoms, _ in net.wiring() if lay.is_loss for b in bottoms[1:]}
     feed = {name: rng.standard_normal(net.blobs[name].shape) for name in net.inputs
             if name not in targets}
     if feed:

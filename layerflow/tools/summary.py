@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fmt_bytes, fmt_int, load_net, nodes, table
+from . import fmt_bytes, fmt_int, load_net, table
 
 
 def summarize(net_path: str | Path, phase: str = "train",
@@ -21,7 +21,7 @@ def summarize(net_path: str | Path, phase: str = "train",
     itemsize = net.dtype.itemsize
     seen: set[int] = set()
     layers = []
-    for layer, bottoms, tops in nodes(net):
+    for layer, bottoms, tops in net.wiring():
         count, shapes, shared = 0, {}, []
         for pname, p in layer.params.items():
             shapes[pname] = list(p.shape)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import layerflow as lf
-from layerflow.tools import nodes
+
 from layerflow_tests_plugin_support import model_nets, model_solvers, use_site, validate
 
 NETS = model_nets()
@@ -45,7 +45,7 @@ def test_summary(net, cli):
     built = lf.Net.from_yaml(net, "train")
     assert [x["name"] for x in s["layers"]] == [layer.name for layer in built.layers]
     built.run_forward()
-    for row, (layer, _, tops) in zip(s["layers"], nodes(built)):
+    for row, (layer, _, tops) in zip(s["layers"], built.wiring()):
         assert row["tops"] == [{"name": t.name, "shape": list(np.shape(t.data))} for t in tops]
         assert row["params"] <= sum(int(p.data.size) for p in layer.params.values())
     assert s["total"]["params"] == sum(p.data.size for p in built.learnable_params())
