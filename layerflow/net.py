@@ -486,8 +486,10 @@ class Net:
 
     # -- conveniences ---------------------------------------------------------------------
     def forward_backward(self) -> float:
+        """Forward, then backward from the losses (param grads zeroed first, as `backward()`);
+        returns the weighted loss."""
         loss = self.run_forward()
-        self._run_backward(self._losses)
+        self.backward()
         return loss
 
     def find_nonfinite(self) -> tuple[str, str] | None:

@@ -595,3 +595,20 @@ def test_param_and_blob_access():
     assert net.blobs["loss"].diff == 1.0
     assert weight.grad.any()
     assert net.state_dict().keys() == {"ip1.weight", "ip1.bias", "ip2.weight", "ip2.bias"}
+
+
+def test_forward_backward_gives_the_same_grads_when_called_twice():
+    """Like backward(), forward_backward() zeroes the param grads first: calling it twice on
+    the same batch must not double them."""
+    net = lf.Net.from_string("""
+layers:
+  - {name: in, type: Input, top: [x, y], shape: [[3, 4], [3]]}
+  - {name: ip, type: InnerProduct, bottom: x, num_output: 2}
+  - {name: loss, type: SoftmaxLoss, bottom: [ip, y]}
+""", dtype="float64")
+    net.feed({"x": np.random.default_rng(0).normal(size=(3, 4)), "y": [0, 1, 1]})
+    first = net.forward_backward()
+    grad = net.params["ip"]["weight"].grad.copy()
+    assert np.any(grad != 0)
+    assert net.forward_backward() == first
+    np.testing.assert_array_equal(net.params["ip"]["weight"].grad, grad)
