@@ -11,9 +11,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from layerflow.cli.main import app
+
+from yaml_positions import pos
 
 TINY_NET = """\
 name: tiny
@@ -63,7 +66,7 @@ def make_project(root: Path, net: str = TINY_NET, solver: str = TINY_SOLVER,
                            net_text=textwrap.dedent(net), solver_text=textwrap.dedent(solver))
 
 
-def invoke(*args) -> "Result":
+def invoke(*args) -> Result:
     """Run `layerflow ARGS...` in-process; paths may be Path objects."""
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -92,16 +95,6 @@ def assert_user_error(result, *fragments: str) -> str:
 def assert_ok(result):
     assert result.exit_code == 0, describe(result)
     return result
-
-
-def pos(text: str, token: str, nth: int = 0) -> str:
-    """'L:C' (1-based) of the nth occurrence of `token` in `text`."""
-    start = -1
-    for _ in range(nth + 1):
-        start = text.index(token, start + 1)
-    line = text.count("\n", 0, start) + 1
-    col = start - (text.rfind("\n", 0, start) + 1) + 1
-    return f"{line}:{col}"
 
 
 @pytest.fixture

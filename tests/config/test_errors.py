@@ -15,15 +15,7 @@ import layerflow as lf
 from layerflow.config import load_yaml, load_yaml_text
 from layerflow.errors import UserError
 
-
-def pos(text: str, token: str, nth: int = 0) -> str:
-    """'L:C' (1-based) of the nth occurrence of `token` in `text`."""
-    start = -1
-    for _ in range(nth + 1):
-        start = text.index(token, start + 1)
-    line = text.count("\n", 0, start) + 1
-    col = start - (text.rfind("\n", 0, start) + 1) + 1
-    return f"{line}:{col}"
+from yaml_positions import pos
 
 
 def write(tmp_path: Path, name: str, text: str) -> tuple[Path, str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from layerflow_tests_plugin_support import EXAMPLE, ROOT
+from plugin_support import EXAMPLE, ROOT
 
 GUIDE = ROOT / "docs" / "writing-a-layer.md"
 

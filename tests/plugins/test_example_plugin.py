@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-from layerflow_tests_plugin_support import EXAMPLE, ROOT, subprocess_env, use_site
+from plugin_support import EXAMPLE, ROOT, subprocess_env, use_site
 
 
 def test_installed_example_plugin_trains_from_the_cli(swish_site, tmp_path, cli):

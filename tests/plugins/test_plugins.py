@@ -11,7 +11,7 @@ import pytest
 import layerflow as lf
 from layerflow import UserError
 from layerflow.registry import LAYERS, LR_POLICIES, SOLVERS
-from layerflow_tests_plugin_support import fake_dist, use_site
+from plugin_support import fake_dist, use_site
 
 TWICE = '''
 """Twice: y = 2 x (a test plugin)."""

@@ -16,7 +16,7 @@ import yaml
 
 import layerflow as lf
 
-from layerflow_tests_plugin_support import model_nets, model_solvers, use_site, validate
+from plugin_support import model_nets, model_solvers, use_site, validate
 
 NETS = model_nets()
 SOLVERS = model_solvers()

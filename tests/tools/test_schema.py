@@ -1,5 +1,5 @@
 """`layerflow schema`: JSON Schema of net.yaml and solver.yaml, checked with a minimal validator
-of our own (support.validate, no dependency): valid files validate, mistakes do not, plugin
+of our own (plugin_support.validate, no dependency): valid files validate, mistakes do not, plugin
 layers are included."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from layerflow_tests_plugin_support import validate
+from plugin_support import validate
 
 @pytest.fixture
 def net_schema(cli):
@@ -90,7 +90,7 @@ def test_solver_schema(cli):
 
 
 def test_editor_snippet_in_docs_points_to_the_command():
-    from layerflow_tests_plugin_support import ROOT
+    from plugin_support import ROOT
 
     text = (ROOT / "docs" / "tools.md").read_text()
     assert "layerflow schema net -o" in text and "yaml.schemas" in text

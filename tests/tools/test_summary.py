@@ -60,7 +60,7 @@ def test_summary_text_table(tmp_path, cli):
 
 
 def test_summary_of_the_spiral_model_by_hand(cli):
-    from layerflow_tests_plugin_support import MODELS
+    from plugin_support import MODELS
 
     r = cli("summary", MODELS / "spiral" / "net.yaml", "--json", "--phase", "test")
     s = {x["name"]: x for x in json.loads(r.out)["layers"]}

@@ -1,5 +1,5 @@
-"""Fixtures and helpers shared by tests/plugins and tests/tools (each conftest loads this file
-by path, so no test module imports another).
+"""Fixtures and helpers shared by tests/plugins and tests/tools (importable because pytest puts
+tests/ on sys.path: `pythonpath` in pyproject.toml).
 
 - `clean_registry` (autouse there): every test leaves the layer/solver/lr-policy registries,
   sys.path, the entry-point table and the plugin modules as it found them;
@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 EXAMPLE = MODELS / "plugin_example"
 
