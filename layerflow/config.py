@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UserError, did_you_mean
+from .errors import UserError, a_an, did_you_mean
 
 Path_ = tuple  # a key path: ("layers", 3, "num_output")
 
@@ -341,20 +341,21 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
         except UserError as err:
             raise UserError(f"{src.locate(path + ('type',))}: {_fmt(path + ('type',), names)}: "
                             f"{err}") from None
-        own_fields = set(cls.Params.model_fields)
+        model = cls.params_model(entry)
+        own_fields = set(model.model_fields)
         for key in entry:
             if key not in GENERIC_KEYS and key not in own_fields:
                 hint = did_you_mean(str(key), list(own_fields) + list(GENERIC_KEYS))
                 raise UserError(
                     f"{src.locate(path + (key,))}: {_fmt(path + (key,), names)}: unknown key "
-                    f"for a {spec.type} layer{hint}; its keys are: "
+                    f"for {a_an(spec.type)} layer{hint}; its keys are: "
                     f"{', '.join(sorted(own_fields)) or '(none)'} and the generic "
                     f"{', '.join(GENERIC_KEYS)}")
         own = {k: v for k, v in entry.items() if k not in GENERIC_KEYS}
         try:
-            params = cls.Params.model_validate(own)
+            params = model.model_validate(own)
         except ValidationError as err:
-            raise_validation(err, src, path, names, cls.Params)
+            raise_validation(err, src, path, names, model)
         if spec.include and spec.exclude:
             raise UserError(f"{src.locate(path + ('exclude',))}: {_fmt(path, names)}: give "
                             f"include or exclude, not both")
@@ -403,8 +404,12 @@ class SolverSpec(_Strict):
 
 @dataclass
 class SolverConfig:
+    """A validated solver file: its keys, where each was written, and its lr policy (the
+    registered function `lr_policy` names, looked up once here)."""
+
     spec: SolverSpec
     source: Source
+    lr_policy: Any = None
 
     @property
     def base_dir(self) -> Path:
@@ -435,7 +440,11 @@ def parse_solver(src: Source) -> SolverConfig:
     from .registry import LR_POLICIES
 
     try:
-        LR_POLICIES.get(spec.lr_policy)
+        policy = LR_POLICIES.get(spec.lr_policy)
     except UserError as err:
         raise UserError(f"{src.locate(('lr_policy',))}: lr_policy: {err}") from None
-    return SolverConfig(spec, src)
+    cfg = SolverConfig(spec, src, policy)
+    check = getattr(policy, "check", None)  # a policy may declare the keys it needs
+    if check is not None:
+        check(cfg)
+    return cfg

@@ -34,6 +34,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f' (did you mean "{by_lower[close[0]]}"?)' if close else ""
 
 
+def a_an(word: str) -> str:
+    """'a ReLU', 'an Eltwise', 'an SVMLoss', 'an LRN': the article by how the name sounds
+    (an initialism read letter by letter starts with a vowel sound for F H L M N R S X)."""
+    w = str(word)
+    acronym = len(w) > 1 and w[:2].isupper()
+    vowel = w[:1].lower() in "aeiou" or (acronym and w[0] in "FHLMNRSX")
+    return f"{'an' if vowel else 'a'} {w}"
+
+
 def where(file: str | None, line: int | None = None, col: int | None = None) -> str:
     """'file:line:col' with whatever parts are known."""
     parts = [str(file) if file else "<input>"]

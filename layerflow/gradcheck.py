@@ -131,15 +131,15 @@ def check_layer(layer_or_cls, bottoms, params=None, *, step: float = 1e-3,
             raise TypeError("check_layer: params are for a layer class; this layer is built")
         layer, run_setup = layer_or_cls, bool(setup)
     if kink is None:
-        kink = getattr(layer, "kink", None)
+        kink = layer.kink
     if kink_range is None:
-        kink_range = getattr(layer, "kink_range", None)
+        kink_range = layer.kink_range
     if kink_range is None:
         kink_range = 10 * step
 
     xs = [np.array(b, dtype=layer.dtype) if _is_float(b) else np.array(b) for b in bottoms]
     if run_setup:
-        top_shapes = [tuple(s) for s in layer.setup([x.shape for x in xs])]
+        top_shapes = layer.build([x.shape for x in xs])
     if check_bottoms is None:
         wanted, explicit = [i for i, x in enumerate(xs) if _is_float(x)], False
     else:
@@ -151,7 +151,7 @@ def check_layer(layer_or_cls, bottoms, params=None, *, step: float = 1e-3,
 
     result = GradcheckResult(layer.name, type(layer).type or type(layer).__name__,
                              str(layer.dtype), step, threshold)
-    saved_down = getattr(layer, "propagate_down", [])
+    saved_down = layer.propagate_down
     saved_data = {n: p.data.copy() for n, p in layer.params.items()}
     saved_grad = {n: p.grad.copy() for n, p in layer.params.items()}
     rng_state = layer.rng.bit_generator.state
@@ -169,8 +169,8 @@ def check_layer(layer_or_cls, bottoms, params=None, *, step: float = 1e-3,
         if run_setup:
             got = [np.shape(t) for t in tops]
             if got != top_shapes:
-                result.problems.append(f"forward returned tops of shapes {got}, setup returned "
-                                       f"{top_shapes}")
+                result.problems.append(f"forward returned tops of shapes {got}, reshape "
+                                       f"returned {top_shapes}")
         ups = _upstream(tops, top_diffs, layer.dtype, seed)
         ups64 = [u.astype(np.float64) for u in ups]
 
@@ -229,13 +229,12 @@ def gradcheck(layer_or_cls, bottoms, params=None, **kwargs) -> GradcheckResult:
 def _build(cls, params, num_bottoms: int, top_names) -> Layer:
     p = params if isinstance(params, BaseModel) else cls.Params(**(params or {}))
     name = cls.type or cls.__name__
-    layer = cls(name, p, dtype=np.float64, rng=np.random.default_rng(0))
-    layer.bottom_names = [f"{name}_bottom{i}" for i in range(num_bottoms)]
     if top_names is None:
         n = cls.num_tops if isinstance(cls.num_tops, int) else max(cls.num_tops[0], 1)
         top_names = [f"{name}_top{i}" for i in range(n)]
-    layer.top_names = list(top_names)
-    return layer
+    return cls(name, p, dtype=np.float64, rng=np.random.default_rng(0),
+               bottom_names=[f"{name}_bottom{i}" for i in range(num_bottoms)],
+               top_names=list(top_names))
 
 
 def _is_float(a) -> bool:

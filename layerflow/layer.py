@@ -1,14 +1,23 @@
 """The layer contract: every layer type is a `Layer` subclass registered under its YAML name.
 
 A layer declares its own YAML keys as a pydantic `Params` model and how many bottoms and tops it
-takes. The net calls, in this order:
+takes. The net calls, in this order (Caffe's LayerSetUp / Reshape / Forward / Backward):
 
-    setup(bottom_shapes) -> top_shapes     at build time (again only if an input shape changes):
-                                           validate shapes, create params, allocate buffers
+    setup(bottom_shapes)                   once, at build time: validate what does not depend
+                                           on the batch, create params (`add_param`), constants
+    reshape(bottom_shapes) -> top_shapes   at build time and whenever an input shape changes
+                                           (a fed batch of another size): check the shapes,
+                                           allocate buffers, return the top shapes
     forward(bottoms) -> tops               compute tops, cache what backward needs
     backward(top_diffs) -> bottom_diffs    one diff per bottom (None where no gradient is
                                            needed, see `propagate_down`); ADD param gradients
                                            into `param.grad` (the net zeroes them each step)
+
+`reshape` may run many times, with the shapes going back and forth: it must allocate new
+buffers rather than resize old ones in place, because the net undoes a rejected reshape by
+restoring each layer's attributes as they were (Caffe cannot; layerflow must not lose a net
+to one bad batch). After setup the net moves every param into its one contiguous buffer, so a
+layer reads `param.data` and `param.grad` when it uses them, never a copy kept from setup.
 """
 from __future__ import annotations
 
@@ -57,16 +66,24 @@ class Param:
 
 
 class Layer:
-    """Base class of all layers. Subclasses set the class attributes and the three methods.
+    """Base of all layers. Subclasses set the class attributes and the contract's methods.
 
-    Class attributes:
+    Class attributes (what the engine reads of a layer type; all declared here):
         Params: pydantic model of the layer's own YAML keys (extra="forbid").
         num_bottoms, num_tops: an exact count, or (min, max) with max None for "any".
-        is_loss: True for loss layers (their first top gets loss_weight 1 by default).
+        is_loss: its first top is a loss (loss_weight 1 by default).
+        has_backward: False for layers that give no gradient at all (Accuracy, data layers):
+            a loss_weight on them is an error, and the net never runs their backward.
+        is_input: its tops are fed by the caller (`Net.forward({blob: x})`); such a layer
+            implements `feed_shapes` and `feed`.
+        kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
+            bottom elements that close to it; None: no fixed kink.
 
     Instance attributes set by the net before `setup`:
         name, p (the validated Params), phase ("train" | "test"), dtype, rng (numpy Generator),
-        base_dir (folder of the net YAML, for relative paths), propagate_down (list of bool).
+        base_dir (folder of the net YAML, for relative paths), bottom_names and top_names (the
+        blob names it reads and writes), propagate_down (one bool per bottom, set before each
+        backward).
     """
 
     type: ClassVar[str] = ""
@@ -74,10 +91,15 @@ class Layer:
     num_bottoms: ClassVar[int | tuple[int, int | None]] = 1
     num_tops: ClassVar[int | tuple[int, int | None]] = 1
     is_loss: ClassVar[bool] = False
+    has_backward: ClassVar[bool] = True
+    is_input: ClassVar[bool] = False
+    kink: ClassVar[float | None] = None
+    kink_range: ClassVar[float | None] = None
 
     def __init__(self, name: str, p: BaseModel | None = None, *, phase: str = "train",
                  dtype=np.float32, rng: np.random.Generator | None = None,
-                 base_dir: Path | str = ".", param_specs=None, shared_params=None):
+                 base_dir: Path | str = ".", param_specs=None, shared_params=None,
+                 bottom_names: list[str] | None = None, top_names: list[str] | None = None):
         self.name = name
         self.p = p if p is not None else self.Params()
         self.phase = phase
@@ -85,12 +107,27 @@ class Layer:
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.base_dir = Path(base_dir)
         self.params: dict[str, Param] = {}
+        self.bottom_names: list[str] = list(bottom_names or [])
+        self.top_names: list[str] = list(top_names or [])
         self.propagate_down: list[bool] = []
         self._param_specs = list(param_specs or [])
         self._shared = shared_params if shared_params is not None else {}
 
+    @classmethod
+    def params_model(cls, entry: dict) -> type[BaseModel]:
+        """The pydantic model that validates this layer's own keys of one YAML entry.
+
+        `Params` for almost every layer; a layer whose keys depend on another key (the Data
+        layer: the keys of its `source`) returns the model for this entry.
+        """
+        return cls.Params
+
     # -- the contract -------------------------------------------------------------------
-    def setup(self, bottom_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    def setup(self, bottom_shapes: list[tuple[int, ...]]) -> None:
+        """Once, at build time: check what does not depend on the batch, create params."""
+
+    def reshape(self, bottom_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Check the bottom shapes, allocate buffers, return the top shapes."""
         raise NotImplementedError
 
     def forward(self, bottoms: list[np.ndarray]) -> list[np.ndarray]:
@@ -98,6 +135,25 @@ class Layer:
 
     def backward(self, top_diffs: list[np.ndarray]) -> list[np.ndarray | None]:
         raise NotImplementedError
+
+    def build(self, bottom_shapes) -> list[tuple[int, ...]]:
+        """`setup` then `reshape`, as the net does at build time; returns the top shapes.
+
+        For using a layer on its own (tests, `gradcheck`); a net calls the two itself.
+        """
+        shapes = [tuple(int(d) for d in s) for s in bottom_shapes]
+        self.setup(shapes)
+        return [tuple(s) for s in self.reshape(shapes)]
+
+    # -- input layers (is_input) ---------------------------------------------------------
+    def feed_shapes(self, shapes: list[tuple[int, ...]]) -> None:
+        """Input layers: the shapes of the arrays the caller feeds next, one per top (the
+        net reshapes after this, and restores the old shapes if the new ones are rejected)."""
+        raise NotImplementedError(f"{self.type} is not an input layer")
+
+    def feed(self, index: int, value: np.ndarray) -> None:
+        """Input layers: copy `value` (already of the top's shape) into top `index`."""
+        raise NotImplementedError(f"{self.type} is not an input layer")
 
     # -- optional hooks -----------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
@@ -107,6 +163,10 @@ class Layer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what `state()` returned."""
 
+    def batches_per_epoch(self) -> int | None:
+        """Data layers: batches in one pass over their data; None for every other layer."""
+        return None
+
     def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
         """Forward floating-point operations for these bottom shapes (for `summary`)."""
         return 0
@@ -115,8 +175,8 @@ class Layer:
     def add_param(self, name: str, shape: tuple[int, ...], filler: FillerSpec | None) -> Param:
         """Create (once) the param `name` of `shape`, filled by `filler`.
 
-        Calling it again with the same shape (setup after a reshape) returns the existing
-        param. A `param: [{name: shared}]` entry in the YAML makes layers share one Param.
+        Call it from `setup`. Calling it again with the same shape returns the existing param.
+        A `param: [{name: shared}]` entry in the YAML makes layers share one Param.
         """
         shape = tuple(int(s) for s in shape)
         if name in self.params:

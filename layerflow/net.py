@@ -6,20 +6,26 @@ Building a net (from a validated NetConfig):
      no `top`: the layer's name); a top equal to one of the layer's bottoms is in-place and
      starts a new version of that blob, so the graph stays acyclic;
   3. check arity, unknown bottoms, tops produced twice, duplicate names and cycles;
-  4. sort topologically and run every layer's `setup` to infer all shapes.
-Backward sums diffs where a blob feeds several layers (micrograd's `+=`), and runs only the
-layers that lead to a loss and have params or a bottom that needs a diff.
+  4. sort topologically; run every layer's `setup` then `reshape` to infer all shapes;
+  5. move every param into one contiguous data buffer and one grad buffer (`ParamBuffer`).
+Feeding an Input blob of another shape reshapes the whole net in topological order before the
+forward (Caffe's `Net::Reshape`); a reshape some layer rejects is undone, so the net stays as it
+was. Backward sums diffs where a blob feeds several layers (micrograd's `+=`), and runs only
+the layers that lead to a loss and have params or a bottom that needs a diff. Hooks
+(`NetHook`) observe each layer's forward and backward (profiling, the divergence guard).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import LayerConfig, NetConfig, load_yaml, load_yaml_text, parse_net
-from .errors import UserError, did_you_mean
+from .errors import UserError, a_an, did_you_mean
 from .layer import Layer, Param
+from .params import ParamBuffer
 
 
 class Blob:
@@ -98,13 +104,41 @@ def _arity_str(want) -> str:
     return f"at least {lo}" if hi is None else f"{lo} to {hi}"
 
 
+class NetHook:
+    """Observes the layers of a net (`Net.add_hook`): override what you need.
+
+    Called around each layer's forward and backward, in the order the net runs them; `tops`
+    and `bottom_diffs` are what the layer returned. A hook must not change them.
+    """
+
+    def before_forward(self, layer: Layer) -> None: ...
+    def after_forward(self, layer: Layer, tops: list[np.ndarray]) -> None: ...
+    def before_backward(self, layer: Layer) -> None: ...
+    def after_backward(self, layer: Layer, bottom_diffs: list) -> None: ...
+
+
+class _FirstNonFinite(NetHook):
+    """Records the first layer (and its top) whose output holds a NaN or an infinity."""
+
+    def __init__(self):
+        self.found: tuple[str, str] | None = None
+
+    def after_forward(self, layer, tops):
+        if self.found is None:
+            for name, top in zip(layer.top_names, tops):
+                if not np.isfinite(top).all():
+                    self.found = (layer.name, name)
+                    return
+
+
 class Net:
     """A network built from a net YAML for one phase ("train" or "test").
 
     Attributes: `layers` (in topological order), `layer_by_name`, `blobs` (public name ->
     Blob, the newest version of an in-place blob), `params` (layer -> param -> Param),
-    `inputs` (blobs the caller feeds), `outputs` (blobs no layer consumes), `loss` (the
-    weighted loss of the last forward).
+    `param_buffer` (the ParamBuffer holding this net's own params; a test net built with
+    `share_params_with` holds only those the train net lacks), `inputs` (blobs the caller
+    feeds), `outputs` (blobs no layer consumes), `loss` (the weighted loss of the last forward).
     """
 
     def __init__(self, config: NetConfig, phase: str = "train", *, seed: int = 0,
@@ -118,11 +152,13 @@ class Net:
         self.seed = seed
         self.force_backward = config.force_backward
         self._shared_by_name: dict[str, Param] = {}
-        self._build(config)
-        if share_params_with is not None:
-            self.share_params(share_params_with)
+        self._hooks: list[NetHook] = []
         self._plans: dict[frozenset, list] = {}
         self.loss = 0.0
+        self._build(config)
+        foreign = self._share_params(share_params_with) if share_params_with else set()
+        self.param_buffer = ParamBuffer(
+            [p for p in self.learnable_params() if id(p) not in foreign], self.dtype)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -165,11 +201,11 @@ class Net:
                 bottom_names = []
             top_names = list(c.spec.top) if c.spec.top is not None else [c.name]
             if not _arity_ok(len(bottom_names), c.cls.num_bottoms):
-                raise UserError(f"{where}: a {c.spec.type} layer takes "
+                raise UserError(f"{where}: {a_an(c.spec.type)} layer takes "
                                 f"{_arity_str(c.cls.num_bottoms)} bottom(s), got "
                                 f"{len(bottom_names)}: {bottom_names}")
             if not _arity_ok(len(top_names), c.cls.num_tops):
-                raise UserError(f"{where}: a {c.spec.type} layer gives "
+                raise UserError(f"{where}: {a_an(c.spec.type)} layer gives "
                                 f"{_arity_str(c.cls.num_tops)} top(s), got "
                                 f"{len(top_names)}: {top_names}")
             if len(set(top_names)) != len(top_names):
@@ -218,14 +254,14 @@ class Net:
         for i in order:
             c = cfgs[i]
             _, bkeys, tkeys = wiring[i]
-            # each net gets its own copy of the Params: feeding a new input shape edits them
+            # each net gets its own copy of the Params, so no layer can change another net's
             layer = c.cls(c.name, c.params.model_copy(deep=True), phase=self.phase,
                           dtype=self.dtype,
                           rng=np.random.default_rng([self.seed, c.index]),
                           base_dir=config.base_dir, param_specs=c.spec.param,
-                          shared_params=self._shared_by_name)
-            layer.bottom_names = [blobs[k].name for k in bkeys]
-            layer.top_names = [blobs[k].name for k in tkeys]
+                          shared_params=self._shared_by_name,
+                          bottom_names=[blobs[k].name for k in bkeys],
+                          top_names=[blobs[k].name for k in tkeys])
             layer.propagate_down = [False] * len(bkeys)
             weights = self._loss_weights(c, len(tkeys))
             node = _Node(layer, c, [blobs[k] for k in bkeys], [blobs[k] for k in tkeys], weights)
@@ -235,14 +271,19 @@ class Net:
 
         self._all_blobs = blobs
         self.blobs: dict[str, Blob] = {b.name: blobs[latest[b.name]] for b in blobs.values()}
-        self._input_slots = {t.name: (n, j) for n in self._nodes if n.layer.type == "Input"
+        self._input_slots = {t.name: (n, j) for n in self._nodes if n.layer.is_input
                              for j, t in enumerate(n.tops)}
         self.inputs = list(self._input_slots)
         self.outputs = [b.name for k, b in blobs.items()
                         if consumers.get(k, 0) == 0 and latest[b.name] == k]
         self._losses = [(t, w) for n in self._nodes for t, w in zip(n.tops, n.loss_weights)
                         if w != 0]
-        self._reshape()
+        for node in self._nodes:  # setup and reshape in order: each needs its bottoms' shapes
+            try:
+                node.layer.setup([b.shape for b in node.bottoms])
+            except UserError as err:
+                raise _located(err, node) from None
+            self._reshape_node(node)
         self.params: dict[str, dict[str, Param]] = {
             n.layer.name: n.layer.params for n in self._nodes if n.layer.params}
 
@@ -252,6 +293,10 @@ class Net:
             if len(c.spec.loss_weight) != n_tops:
                 raise UserError(f"{c.loc}: layers[{c.index}] ({c.name}): loss_weight has "
                                 f"{len(c.spec.loss_weight)} values for {n_tops} top(s)")
+            if not c.cls.has_backward and any(w != 0 for w in c.spec.loss_weight):
+                raise UserError(f"{c.loc}: layers[{c.index}] ({c.name}): loss_weight on "
+                                f"{a_an(c.spec.type)} layer, which has no gradient: its output "
+                                f"cannot be trained on; remove loss_weight (or set it to 0)")
             return list(c.spec.loss_weight)
         return [1.0 if (c.cls.is_loss and j == 0) else 0.0 for j in range(n_tops)]
 
@@ -282,22 +327,43 @@ class Net:
                             f"net has a cycle through layers {names}")
         return order
 
-    def _reshape(self) -> None:
-        """Run every layer's setup in order: infer all shapes, create params and buffers."""
-        for node in self._nodes:
-            layer = node.layer
-            try:
-                shapes = layer.setup([b.shape for b in node.bottoms])
-            except UserError as err:
-                raise _located(err, node) from None
-            if len(shapes) != len(node.tops):
-                raise RuntimeError(f"layer {layer.name} ({layer.type}) returned "
-                                   f"{len(shapes)} top shapes for {len(node.tops)} tops")
-            for blob, shape in zip(node.tops, shapes):
-                blob.shape = tuple(int(s) for s in shape)
+    def _reshape_node(self, node: _Node) -> None:
+        layer = node.layer
+        try:
+            shapes = layer.reshape([b.shape for b in node.bottoms])
+        except UserError as err:
+            raise _located(err, node) from None
+        if len(shapes) != len(node.tops):
+            raise RuntimeError(f"layer {layer.name} ({layer.type}) returned "
+                               f"{len(shapes)} top shapes for {len(node.tops)} tops")
+        for blob, shape in zip(node.tops, shapes):
+            blob.shape = tuple(int(s) for s in shape)
 
-    def share_params(self, other: "Net") -> None:
-        """Use `other`'s Param objects for every layer of the same name (test nets)."""
+    def reshape(self) -> None:
+        """Reshape every layer in topological order (after an input shape changed).
+
+        All or nothing: when a layer rejects its new bottom shapes, every layer and blob is
+        put back exactly as it was (buffers included, so the last fed batch is still there)
+        and the layer's UserError is raised.
+        """
+        saved_layers = [dict(vars(n.layer)) for n in self._nodes]
+        saved_blobs = [(b, b.shape, b.data) for b in self._all_blobs.values()]
+        try:
+            for node in self._nodes:
+                self._reshape_node(node)
+        except BaseException:
+            for node, attrs in zip(self._nodes, saved_layers):
+                vars(node.layer).clear()
+                vars(node.layer).update(attrs)
+            for blob, shape, data in saved_blobs:
+                blob.shape, blob.data = shape, data
+            raise
+        self._plans.clear()
+
+    def _share_params(self, other: "Net") -> set[int]:
+        """Use `other`'s Param objects for every layer of the same name (test nets); returns
+        the ids of the params taken from `other` (they live in its buffer, not this net's)."""
+        taken = set()
         for name, params in self.params.items():
             src = other.params.get(name)
             if src is None:
@@ -309,6 +375,8 @@ class Net:
                                         f"in the {self.phase} net but {src[pname].shape} in "
                                         f"the {other.phase} net")
                     params[pname] = src[pname]
+                    taken.add(id(src[pname]))
+        return taken
 
     # -- params ---------------------------------------------------------------------------
     def learnable_params(self) -> list[Param]:
@@ -322,8 +390,13 @@ class Net:
         return out
 
     def clear_param_diffs(self) -> None:
+        """Zero the gradients of this net's params: one pass over its grad buffer (and one
+        per param it shares from another net's buffer)."""
+        self.param_buffer.grad.fill(0)
+        own = {id(p) for p in self.param_buffer.params}
         for p in self.learnable_params():
-            p.grad.fill(0)
+            if id(p) not in own:
+                p.grad.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """`<layer>.<param>` -> data, the keys used in snapshots."""
@@ -334,64 +407,115 @@ class Net:
                   strict: bool = False) -> list[str]:
         """Copy params by layer name (Caffe's fine-tuning rule). Returns the keys copied.
 
-        A key whose layer is not in this net is ignored unless `strict`; a shape mismatch is
-        a UserError naming the layer and both shapes.
+        A key whose layer is not in this net is ignored unless `strict`. Shapes are checked
+        before anything is copied: every mismatch is listed, in the net's order, in one
+        UserError naming each layer and both shapes (and nothing is copied).
         """
-        copied = []
-        for key, value in weights.items():
-            lname, _, pname = key.rpartition(".")
-            param = self.params.get(lname, {}).get(pname)
-            if param is None:
-                if strict:
-                    raise UserError(f"{source}: {key} has no matching param in net {self.name}")
-                continue
-            if tuple(value.shape) != param.shape:
-                raise UserError(f"{source}: layer {lname}: param {pname} has shape "
-                                f"{tuple(value.shape)} in the file but {param.shape} in the net")
-            param.data[...] = value
-            copied.append(key)
-        return copied
+        mine = self.state_dict()
+        order = {key: i for i, key in enumerate(mine)}
+        unknown = [key for key in weights if key not in mine]
+        if strict and unknown:
+            raise UserError(f"{source}: {', '.join(sorted(unknown))} "
+                            f"{'has' if len(unknown) == 1 else 'have'} no matching param in "
+                            f"net {self.name}")
+        known = sorted((key for key in weights if key in mine), key=order.__getitem__)
+        wrong = [key for key in known if tuple(weights[key].shape) != mine[key].shape]
+        if wrong:
+            lines = [f"layer {key.rpartition('.')[0]}: param {key.rpartition('.')[2]} has shape "
+                     f"{tuple(weights[key].shape)} in the file but {mine[key].shape} in the net"
+                     for key in wrong]
+            raise UserError(f"{source}: " + "; ".join(lines)
+                            + "; to start such a layer afresh instead, rename it in the net "
+                              "(weights are matched by layer name)")
+        for key in known:
+            mine[key][...] = weights[key]
+        return known
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, inputs: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """Feed `inputs` (blob name -> array) to Input blobs, run every layer; return outputs."""
+        """Feed `inputs` (blob name -> array, every Input blob) and run every layer; return
+        copies of the outputs. Without `inputs`, the blobs keep what was fed last."""
         if inputs:
+            self._check_inputs(inputs)
+            missing = [name for name in self.inputs if name not in inputs]
+            if missing:
+                raise UserError(f"net {self.name}: no value given for input "
+                                f"{', '.join(repr(m) for m in missing)}; feed every input "
+                                f"({', '.join(self.inputs)}) together, so no blob keeps a "
+                                f"stale batch")
             self.feed(inputs)
         self.run_forward()
         return {name: np.array(self.blobs[name].data, copy=True) for name in self.outputs}
 
     def feed(self, inputs: dict[str, Any]) -> None:
-        """Copy arrays into Input blobs; a new shape (e.g. batch size) reshapes the net first."""
-        reshape = False
-        arrays = []
+        """Copy arrays into Input blobs; a new shape (batch size...) reshapes the net first.
+
+        A shape some layer cannot take is a UserError naming the layer, the new and the old
+        input shapes; the net is then left exactly as it was.
+        """
+        self._check_inputs(inputs)
+        arrays, changed = [], {}
         for name, value in inputs.items():
+            arr = np.asarray(value)
+            node, idx = self._input_slots[name]
+            if arr.shape != node.tops[idx].shape:
+                changed[name] = arr.shape
+            arrays.append((node, idx, arr))
+        if changed:
+            self._reshape_inputs(changed)
+        for node, idx, arr in arrays:
+            node.layer.feed(idx, arr)
+
+    def _check_inputs(self, inputs) -> None:
+        for name in inputs:
             if name not in self.inputs:
                 raise UserError(f"blob \"{name}\" is not an input of net {self.name}"
                                 f"{did_you_mean(name, self.inputs)}; inputs: "
                                 f"{', '.join(self.inputs) or '(none: the net reads its own data)'}")
-            blob = self.blobs[name]
-            arr = np.asarray(value)
-            node, idx = self._input_slots[name]
-            if arr.shape != blob.shape:
-                if arr.ndim != len(blob.shape):
-                    raise UserError(f"input \"{name}\" has shape {arr.shape}, the net expects "
-                                    f"{blob.shape}")
-                node.layer.p.shape[idx] = list(arr.shape)
-                reshape = True
-            arrays.append((node, idx, arr))
-        if reshape:  # setup reallocates the Input buffers, so copy the values in afterwards
-            self._reshape()
-            self._plans.clear()
-        for node, idx, arr in arrays:
-            np.copyto(node.layer.tops[idx], arr, casting="unsafe")
 
-    def run_forward(self) -> float:
-        """Forward through every layer; sets and returns the weighted loss."""
+    def _reshape_inputs(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        old = {name: self.blobs[name].shape for name in shapes}
+        nodes = {id(self._input_slots[name][0]): self._input_slots[name][0] for name in shapes}
+        saved = {key: [t.shape for t in node.tops] for key, node in nodes.items()}
+        for key, node in nodes.items():
+            node.layer.feed_shapes([shapes.get(t.name, t.shape) for t in node.tops])
+        try:
+            self.reshape()
+        except UserError as err:
+            for key, node in nodes.items():
+                node.layer.feed_shapes(saved[key])
+            fed = ", ".join(f"\"{n}\" {s}" for n, s in shapes.items())
+            was = ", ".join(f"{s}" for s in old.values())
+            raise UserError(f"net {self.name} cannot take input {fed} (it has {was}): {err}; "
+                            f"the net keeps its previous shapes") from None
+
+    def add_hook(self, hook: NetHook) -> NetHook:
+        """Call `hook` around every layer's forward and backward until `remove_hook`."""
+        self._hooks.append(hook)
+        return hook
+
+    def remove_hook(self, hook: NetHook) -> None:
+        self._hooks.remove(hook)
+
+    def run_forward(self, *, rerun: bool = False) -> float:
+        """Forward through every layer; sets and returns the weighted loss.
+
+        `rerun`: skip the layers without bottoms (data, inputs), so the layers recompute the
+        current batch instead of reading the next.
+        """
+        hooks = self._hooks
         for node in self._nodes:
+            if rerun and not node.bottoms:
+                continue
+            layer = node.layer
+            for h in hooks:
+                h.before_forward(layer)
             try:
-                tops = node.layer.forward([b.data for b in node.bottoms])
+                tops = layer.forward([b.data for b in node.bottoms])
             except UserError as err:  # bad data at run time (a label out of range...)
                 raise _located(err, node) from None
+            for h in hooks:
+                h.after_forward(layer, tops)
             for blob, top in zip(node.tops, tops):
                 blob.data = top
         loss = 0.0
@@ -437,7 +561,7 @@ class Net:
         reaches: set[str] = set(seed_blobs)
         steps = []
         for node in reversed(self._nodes):
-            if not any(t.key in reaches for t in node.tops):
+            if not node.layer.has_backward or not any(t.key in reaches for t in node.tops):
                 continue
             pd = [b.key in needs for b in node.bottoms]
             if not (node.layer.params or any(pd)):
@@ -466,11 +590,16 @@ class Net:
                 blob.diff = buf
             else:
                 buf += d
+        hooks = self._hooks
         for node, pd in steps:
             layer = node.layer
             layer.propagate_down = pd
             top_diffs = [t.diff if t.diff is not None else t.zeros(dtype) for t in node.tops]
+            for h in hooks:
+                h.before_backward(layer)
             bottom_diffs = layer.backward(top_diffs)
+            for h in hooks:
+                h.after_backward(layer, bottom_diffs)
             for blob, d, p in zip(node.bottoms, bottom_diffs, pd):
                 if d is None or not p:
                     continue
@@ -495,26 +624,62 @@ class Net:
     def find_nonfinite(self) -> tuple[str, str] | None:
         """(layer, top) of the first layer, in forward order, whose top holds a NaN or inf.
 
-        Re-runs forward on the current batch: layers without bottoms (data, inputs) are not
-        re-run, so the batch stays the one that went wrong. None when every top is finite.
+        Checks the batch on hand (the tops of data and input layers as they are), then
+        re-runs forward on it with a hook that watches every top. None when all are finite.
         """
         for node in self._nodes:
-            if node.bottoms:
-                tops = node.layer.forward([b.data for b in node.bottoms])
-                for blob, top in zip(node.tops, tops):
-                    blob.data = top
-            for blob in node.tops:
-                if blob.data is not None and not np.isfinite(blob.data).all():
-                    return node.layer.name, blob.name
-        return None
+            if not node.bottoms:
+                for blob in node.tops:
+                    if blob.data is not None and not np.isfinite(blob.data).all():
+                        return node.layer.name, blob.name
+        watch = self.add_hook(_FirstNonFinite())
+        try:
+            self.run_forward(rerun=True)
+        finally:
+            self.remove_hook(watch)
+        return watch.found
 
     def wiring(self) -> list[tuple[Layer, list[Blob], list[Blob]]]:
         """(layer, bottom blobs, top blobs) in forward order: the exact blob versions each
         layer reads and writes (an in-place top is a new version of its bottom)."""
         return [(n.layer, n.bottoms, n.tops) for n in self._nodes]
 
-    def layer_states(self) -> dict[str, dict[str, np.ndarray]]:
-        return {layer.name: st for layer in self.layers if (st := layer.state())}
+    # -- state for resuming -------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """What resuming needs besides the params: each layer's own state (data cursors) as
+        `layer.<layer>.<key>` and each layer's random generator as `rng.<layer>`."""
+        out = {}
+        for layer in self.layers:
+            for key, arr in layer.state().items():
+                out[f"layer.{layer.name}.{key}"] = np.asarray(arr)
+            text = json.dumps(layer.rng.bit_generator.state)
+            out[f"rng.{layer.name}"] = np.frombuffer(text.encode(), np.uint8)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray], source: str,
+                   required: bool = True) -> None:
+        """Restore what `state()` gave. A layer with state that `state` lacks is an error
+        naming `source` unless not `required` (a test net added since the snapshot)."""
+        layer_states: dict[str, dict[str, np.ndarray]] = {}
+        for key, arr in state.items():
+            if key.startswith("layer."):
+                lname, _, name = key[len("layer."):].rpartition(".")
+                layer_states.setdefault(lname, {})[name] = arr
+        for layer in self.layers:
+            if layer.state():
+                if layer.name in layer_states:
+                    layer.load_state(layer_states[layer.name])
+                elif required:
+                    raise UserError(f"{source}: the snapshot has no state for layer "
+                                    f"{layer.name} ({self.phase} net); written by a "
+                                    f"different net?")
+            rng = state.get(f"rng.{layer.name}")
+            if rng is not None:
+                try:
+                    layer.rng.bit_generator.state = json.loads(rng.tobytes().decode())
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise UserError(f"{source}: bad random state of layer {layer.name}: "
+                                    f"{exc}") from None
 
     def __repr__(self) -> str:
         return f"<Net {self.name} ({self.phase}): {len(self.layers)} layers>"

@@ -165,6 +165,31 @@ def load_snapshot(state_path: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
     return state, meta, weights
 
 
+def check_fingerprint(path: Path, meta: dict[str, str], mine: dict) -> None:
+    """A UserError unless the snapshot at `path` (its metadata `meta`) was written by a solver
+    of the same type over params of the same names and shapes as `mine` (a solver's
+    `fingerprint()`); the first param that differs, in net order, is named."""
+    try:
+        theirs = json.loads(meta.get("fingerprint", "{}"))
+    except json.JSONDecodeError:
+        raise SnapshotError(f"{path}: corrupted metadata (fingerprint)") from None
+    if theirs.get("params") != mine["params"]:
+        theirs_params = {name: shape for name, shape in theirs.get("params", [])}
+        for name, shape in mine["params"]:
+            if theirs_params.get(name) != shape:
+                found = theirs_params.get(name)
+                raise UserError(
+                    f"{path}: written by a different net: layer {name.rsplit('.', 1)[0]}: "
+                    f"param {name} is {tuple(found) if found else 'missing'} in the "
+                    f"snapshot but {tuple(shape)} in this net")
+        extra = [n for n in theirs_params if n not in dict(mine["params"])]
+        raise UserError(f"{path}: written by a different net: the snapshot has params "
+                        f"this net lacks: {', '.join(extra)}")
+    if theirs.get("solver") != mine["solver"]:
+        raise UserError(f"{path}: written by solver type {theirs.get('solver')}, this "
+                        f"solver is {mine['solver']}; resume with the same type")
+
+
 def remove_snapshot(state_path: Path) -> None:
     """Delete one snapshot's files (state first, so a crash never leaves state sans weights)."""
     state_path = Path(state_path)

@@ -1,17 +1,27 @@
 """The Solver: turns gradients into param updates, Caffe's pipeline and nothing else.
 
-One iteration (Caffe's `Step` + `ApplyUpdate`): zero the param grads -> `iter_size` x
-forward/backward -> check the loss is finite -> lr = base_lr * policy(iter) -> clip: when the
-global L2 norm of the accumulated gradients exceeds `clip_gradients`, scale them by
-clip_gradients / norm (Caffe clips before normalizing) -> per param: normalize by 1/iter_size,
-regularize (g += weight_decay * decay_mult * w for L2, * sign(w) for L1), update with
-rate = lr * lr_mult -> iter += 1.
+A solver is given built nets (`Solver(config, net, test_nets)`; `layerflow.builder` reads the
+YAML files and builds them). One iteration (Caffe's `Step` + `ApplyUpdate`):
 
-A solver type subclasses `Solver`, is registered with `@register_solver`, and implements
-`history_shapes(param)` (its per-param buffers, saved in snapshots) and either
-`update(i, param, rate)` (param.grad arrives normalized and regularized) or, as the built-in
-types do, `update_param(i, w, g, history, rate, scale, decay, l1)`: one fused Numba kernel over
-flat arrays doing normalize, regularize and update in a single pass.
+    zero the grad buffer -> iter_size x net.forward_backward (gradients accumulate)
+    -> reduce_gradients()       a hook: identity here, an allreduce under MPI
+    -> the loss must be finite  (else DivergenceError, before anything is updated)
+    -> apply_update():  lr = base_lr * policy(iter);
+                        scale = 1 / iter_size, times clip_gradients / norm when the global L2
+                        norm of the accumulated gradients exceeds clip_gradients (Caffe clips
+                        before normalizing);
+                        per param (segment of the buffer): g = scale g + decay_mult *
+                        weight_decay * (w for L2 | sign(w) for L1), then the update rule with
+                        rate = lr * lr_mult
+    -> iter += 1
+
+All params live in the train net's one contiguous buffer (`net.param_buffer`), so the norm and
+the update are single passes over it; a solver's history (momentum...) is `num_history` flat
+arrays of the same layout. A solver type subclasses `Solver`, is registered with
+`@register_solver`, sets `num_history`, and implements either `update(i, param, rate)`
+(param.grad arrives normalized and regularized; `self.history_of(i)` gives its buffers as
+param-shaped views) or, as the built-in types do, `update_buffer(...)`: one Numba kernel over
+the whole buffer doing normalize, regularize and update in a single pass.
 
 Divergence: a non-finite loss stops the solver before the update (the params stay as they
 were) with a `DivergenceError` naming the first layer whose top is not finite; the params are
@@ -19,19 +29,25 @@ scanned only when asked (`check_params`, which the Trainer calls at display and 
 """
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from numba import njit
 
-from .config import SolverConfig, load_yaml, parse_net, parse_solver
+from .config import SolverConfig
 from .errors import DivergenceError, UserError
-from .layer import Param
-from .net import Net, in_phase
-from .registry import LR_POLICIES, SOLVERS
+from .net import Net
+
+
+@njit(inline="always")
+def regularized(g, w, scale, decay, l1):
+    """scale * g + decay * w (L2) or scale * g + decay * sign(w) (L1): the normalized and
+    regularized gradient of one weight (Caffe's Normalize + Regularize), inlined into every
+    update kernel. Scalars of the array's dtype."""
+    if l1:
+        return scale * g + decay * np.sign(w)
+    return scale * g + decay * w
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -53,113 +69,78 @@ def all_finite(x):
 
 
 @njit(cache=True)
-def regularize(w, g, scale, decay, l1):
-    """g = scale * g + decay * w (L2) or + decay * sign(w) (L1). w, g: flat arrays."""
-    s = g.dtype.type(scale)
-    d = g.dtype.type(decay)
-    if l1:
-        for i in range(g.size):
-            g[i] = s * g[i] + d * np.sign(w[i])
-    else:
-        for i in range(g.size):
-            g[i] = s * g[i] + d * w[i]
-
-
-class _Slot:
-    """Flat views of one param's data, grad and history, made once (no per-step reshape)."""
-
-    __slots__ = ("param", "data", "grad", "w", "g", "h")
-
-    def __init__(self, param: Param, history: list[np.ndarray]):
-        self.param, self.data, self.grad = param, param.data, param.grad
-        self.w, self.g = param.data.reshape(-1), param.grad.reshape(-1)
-        self.h = [b.reshape(-1) for b in history]
+def regularize(w, g, offsets, decays, scale, l1):
+    """Per segment k: g = scale * g + decays[k] * (w | sign(w)), over the whole buffer."""
+    t = g.dtype.type
+    s = t(scale)
+    for k in range(offsets.size - 1):
+        d = t(decays[k])
+        for i in range(offsets[k], offsets[k + 1]):
+            g[i] = regularized(g[i], w[i], s, d, l1)
 
 
 class Solver:
-    """Base of all solver types. Build one with `Solver.from_yaml(path)`.
+    """Base of all solver types. Build one from files with `Solver.from_yaml(path)`.
 
     Attributes: `net` (the train net), `test_nets` (test-phase nets sharing its params),
-    `iter` (iterations done), `params` (the distinct learnable Params), `history` (per param,
-    the solver type's buffers), `spec` (the validated solver.yaml), `seed`, `last_loss`.
+    `iter` (iterations done), `buffer` (the train net's ParamBuffer), `params` (its Params),
+    `history` (`num_history` flat arrays of the buffer's layout), `spec` (the validated
+    solver.yaml), `seed`, `last_loss`.
     """
 
-    def __init__(self, cfg: SolverConfig, *, plugins: list[str] | None = None,
-                 net_overrides=None):
+    num_history: ClassVar[int] = 0
+
+    def __init__(self, cfg: SolverConfig, net: Net, test_nets: list[Net] | None = None, *,
+                 seed: int = 0):
         self.cfg = cfg
-        self.spec = spec = cfg.spec
-        self.seed = spec.random_seed if spec.random_seed >= 0 else time.time_ns() % (2 ** 31)
-        try:
-            self.lr_policy = LR_POLICIES.get(spec.lr_policy)
-        except UserError as err:
-            raise UserError(f"{cfg.source.locate(('lr_policy',))}: lr_policy: {err}") from None
-        check = getattr(self.lr_policy, "check", None)
-        if check is not None:
-            check(cfg)
+        self.spec = cfg.spec
+        self.lr_policy = cfg.lr_policy
         self.check_spec(cfg)
-        net_src = load_yaml(cfg.net_path)
-        if net_overrides:
-            net_overrides(net_src)
-        self.net_config = parse_net(net_src, plugins)
-        self.net = Net(self.net_config, "train", seed=self.seed)
-        self.test_nets: list[Net] = []
-        if spec.test_interval > 0 or spec.test_iter > 0:
-            if not any(in_phase(c, "test") for c in self.net_config.layers):
-                raise UserError(f"{cfg.source.file}: test_interval/test_iter are set but the "
-                                f"net has no layers in the test phase")
-            self.test_nets.append(Net(self.net_config, "test", seed=self.seed,
-                                      share_params_with=self.net))
+        self.seed = seed
+        self.net = net
+        self.test_nets: list[Net] = list(test_nets or [])
         self.iter = 0
-        self.params: list[Param] = self.net.learnable_params()
-        self.history: list[list[np.ndarray]] = [
-            [np.zeros(s, p.data.dtype) for s in self.history_shapes(p)] for p in self.params]
+        self.buffer = net.param_buffer
+        self.params = self.buffer.params
+        self.history: list[np.ndarray] = [self.buffer.zeros_like()
+                                          for _ in range(self.num_history)]
         self.last_loss = float("nan")
-        self._slots: list[_Slot] = []
+        self.decays = self.spec.weight_decay * self.buffer.decay_mult
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, plugins: list[str] | None = None,
-                  overrides=None) -> "Solver":
-        """Read solver.yaml (and its net), build the solver of its `type`.
+    def from_yaml(cls, path, *, plugins: list[str] | None = None, overrides=None) -> "Solver":
+        """Read solver.yaml and its net, build the nets and the solver of its `type`
+        (`layerflow.builder.build_solver`)."""
+        from .builder import build_solver
 
-        `overrides` (a layerflow.overrides.Overrides) edits the solver's and the net's Source
-        before validation, so its errors name the `--set` argument.
-        """
-        from .plugins import load_plugins
-
-        load_plugins(plugins)
-        src = load_yaml(path)
-        net_hook = None
-        if overrides is not None:
-            overrides.apply_solver(src)
-            net_hook = overrides.apply_net
-        cfg = parse_solver(src)
-        try:
-            solver_cls = SOLVERS.get(cfg.spec.type)
-        except UserError as err:
-            raise UserError(f"{src.locate(('type',))}: type: {err}") from None
-        return solver_cls(cfg, plugins=None, net_overrides=net_hook)
+        return build_solver(path, plugins=plugins, overrides=overrides)
 
     # -- the solver type's part --------------------------------------------------------
     def check_spec(self, cfg: SolverConfig) -> None:
         """Reject solver keys this type cannot use (a UserError naming the key)."""
 
-    def history_shapes(self, param: Param) -> list[tuple[int, ...]]:
-        """Shapes of the buffers this solver keeps per param (momentum, squared grads...)."""
-        return []
-
-    def update(self, i: int, param: Param, rate: float) -> None:
+    def update(self, i: int, param, rate: float) -> None:
         """Apply the update to `param.data` from `param.grad` (normalized, regularized)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"solver {type(self).__name__} implements neither update "
+                                  f"nor update_buffer")
 
-    def update_param(self, i: int, w: np.ndarray, g: np.ndarray, history: list[np.ndarray],
-                     rate: float, scale: float, decay: float, l1: bool) -> None:
-        """Normalize (g *= scale), regularize (decay, L1 or L2) and update one param.
+    def update_buffer(self, w: np.ndarray, g: np.ndarray, history: list[np.ndarray],
+                      rates: np.ndarray, scale: float, l1: bool) -> None:
+        """Normalize (g *= scale), regularize and update the whole buffer.
 
-        w, g, history: flat views of the param's data, grad and buffers. The default runs
-        the `regularize` kernel, then `update`; built-in types override it with one kernel.
+        w, g: the flat data and grad buffers; history: this type's flat buffers; rates: the
+        learning rate of each param (lr * lr_mult). The default regularizes in one pass, then
+        calls `update(i, param, rate)` per param; built-in types override it with one kernel.
         """
-        regularize(w, g, scale, decay, l1)
-        self.update(i, self.params[i], rate)
+        regularize(w, g, self.buffer.offsets, self.decays, scale, l1)
+        for i, param in enumerate(self.params):
+            self.update(i, param, float(rates[i]))
+
+    def history_of(self, i: int) -> list[np.ndarray]:
+        """The history buffers of param i, as views of its shape."""
+        seg = self.buffer.segment(i)
+        shape = self.params[i].shape
+        return [h[seg].reshape(shape) for h in self.history]
 
     # -- the pipeline ------------------------------------------------------------------
     def learning_rate(self, it: int | None = None) -> float:
@@ -174,8 +155,7 @@ class Solver:
     def iteration(self) -> float:
         """One training iteration; a non-finite loss raises DivergenceError before updating."""
         net, iter_size = self.net, self.spec.iter_size
-        for s in self.slots():
-            s.g.fill(0)
+        net.clear_param_diffs()
         loss = 0.0
         try:
             for _ in range(iter_size):
@@ -186,6 +166,7 @@ class Solver:
             raise self.divergence(f"{type(exc).__name__} ({exc}) in forward/backward") from None
         if iter_size > 1:
             loss /= iter_size
+        loss = self.reduce_gradients(loss)
         self.last_loss = loss
         if not math.isfinite(loss):
             raise self.divergence(f"the loss is {loss}")
@@ -193,36 +174,31 @@ class Solver:
         self.iter += 1
         return loss
 
-    def slots(self) -> list[_Slot]:
-        """Flat views of every param, rebuilt only if a param's arrays were replaced."""
-        slots = self._slots
-        if len(slots) != len(self.params) or any(
-                s.data is not s.param.data or s.grad is not s.param.grad for s in slots):
-            self._slots = slots = [_Slot(p, h) for p, h in zip(self.params, self.history)]
-        return slots
+    def reduce_gradients(self, loss: float) -> float:
+        """Combine the gradients (and the loss) of every process: nothing to do in one
+        process. Multi-process training replaces it with an allreduce over `buffer.grad`."""
+        return loss
 
     def apply_update(self) -> None:
-        spec = self.spec
-        rate = self.learning_rate()
-        slots = self.slots()
+        spec, buffer = self.spec, self.buffer
+        rates = self.learning_rate() * buffer.lr_mult
         scale = 1.0 / spec.iter_size
         if spec.clip_gradients >= 0:
-            norm = math.sqrt(sum(sum_of_squares(s.g) for s in slots))
+            norm = math.sqrt(sum_of_squares(buffer.grad))
             if norm > spec.clip_gradients:
                 scale *= spec.clip_gradients / norm
-        l1 = spec.regularization_type == "L1"
-        weight_decay = spec.weight_decay
-        for i, s in enumerate(slots):
-            p = s.param
-            self.update_param(i, s.w, s.g, s.h, rate * p.lr_mult, scale,
-                              weight_decay * p.decay_mult, l1)
+        self.update_buffer(buffer.data, buffer.grad, self.history, rates, scale,
+                           spec.regularization_type == "L1")
 
     # -- divergence ----------------------------------------------------------------------
     def check_params(self) -> None:
-        """Raise DivergenceError if a param holds a NaN or an infinity (a full scan)."""
-        for s in self.slots():
-            if not all_finite(s.w):
-                raise self.divergence(f"param {s.param.owner} is not finite")
+        """Raise DivergenceError if a param holds a NaN or an infinity (one scan)."""
+        if not all_finite(self.buffer.data):
+            bad = self.nonfinite_params()
+            raise self.divergence(f"param {bad[0]} is not finite")
+
+    def nonfinite_params(self) -> list[str]:
+        return [p.owner for p in self.params if not all_finite(p.data.reshape(-1))]
 
     def divergence(self, what: str) -> DivergenceError:
         """The error for a non-finite loss or param: where it shows first, and what to try."""
@@ -235,7 +211,7 @@ class Solver:
             layer, top = found
             where = (f"; the first layer whose output is not finite is {layer} "
                      f"(top \"{top}\")")
-        bad = [s.param.owner for s in self.slots() if not all_finite(s.w)]
+        bad = self.nonfinite_params()
         if bad and not what.startswith("param "):
             where += f"; non-finite params: {', '.join(bad[:5])}"
         spec = self.spec
@@ -246,29 +222,14 @@ class Solver:
                                f"try {' or '.join(tips)}")
 
     # -- state for snapshots -------------------------------------------------------------
-    def nets(self) -> list[tuple[str, Net]]:
-        """(key prefix, net) of the train net and the test nets, as named in snapshots."""
-        return [("", self.net)] + [(f"test{j}.", n) for j, n in enumerate(self.test_nets)]
-
     def state(self) -> dict[str, np.ndarray]:
-        """Everything a resume needs besides the weights, as named arrays.
-
-        iter, seed, every history buffer, the layers' own state (data cursors) and the
-        state of every layer's random generator, for the train net and the test nets, and
-        the lr policy's state when it has one (the built-in policies are closed forms of iter).
-        """
+        """The solver's own part of a snapshot: iter, seed, each history buffer per param as
+        `history.<layer>.<param>.<k>`, and the lr policy's state when it keeps one (the
+        built-in policies are closed forms of iter)."""
         out = {"iter": np.array(self.iter, np.int64), "seed": np.array(self.seed, np.int64)}
-        for p, bufs in zip(self.params, self.history):
-            for k, buf in enumerate(bufs):
-                out[f"history.{p.owner}.{k}"] = buf
-        for prefix, net in self.nets():
-            for lname, st in net.layer_states().items():
-                for key, arr in st.items():
-                    out[f"{prefix}layer.{lname}.{key}"] = np.asarray(arr)
-            for layer in net.layers:
-                if isinstance(layer.rng, np.random.Generator):
-                    text = json.dumps(layer.rng.bit_generator.state)
-                    out[f"{prefix}rng.{layer.name}"] = np.frombuffer(text.encode(), np.uint8)
+        for i, p in enumerate(self.params):
+            for k, view in enumerate(self.history_of(i)):
+                out[f"history.{p.owner}.{k}"] = view
         policy_state = getattr(self.lr_policy, "state", None)
         if policy_state is not None:
             for key, arr in policy_state().items():
@@ -276,36 +237,13 @@ class Solver:
         return out
 
     def load_state(self, state: dict[str, np.ndarray], source: str) -> None:
-        for p, bufs in zip(self.params, self.history):
-            for k, buf in enumerate(bufs):
+        for i, p in enumerate(self.params):
+            for k, view in enumerate(self.history_of(i)):
                 key = f"history.{p.owner}.{k}"
-                if key not in state or state[key].shape != buf.shape:
+                if key not in state or state[key].shape != view.shape:
                     raise UserError(f"{source}: solver state has no history {key} of shape "
-                                    f"{buf.shape} (written by another solver type or net?)")
-                buf[...] = state[key]
-        for prefix, net in self.nets():
-            layer_states: dict[str, dict[str, np.ndarray]] = {}
-            head = f"{prefix}layer."
-            for key, arr in state.items():
-                if key.startswith(head):
-                    lname, _, name = key[len(head):].partition(".")
-                    layer_states.setdefault(lname, {})[name] = arr
-            for layer in net.layers:
-                if layer.state():
-                    if layer.name not in layer_states:
-                        if prefix:  # a test net added since the snapshot: starts fresh
-                            continue
-                        raise UserError(f"{source}: the snapshot has no state for layer "
-                                        f"{layer.name} ({net.phase} net); written by a "
-                                        f"different net?")
-                    layer.load_state(layer_states[layer.name])
-                rng = state.get(f"{prefix}rng.{layer.name}")
-                if rng is not None and isinstance(layer.rng, np.random.Generator):
-                    try:
-                        layer.rng.bit_generator.state = json.loads(rng.tobytes().decode())
-                    except (ValueError, TypeError, KeyError) as exc:
-                        raise UserError(f"{source}: bad random state of layer {layer.name}: "
-                                        f"{exc}") from None
+                                    f"{view.shape} (written by another solver type or net?)")
+                view[...] = state[key]
         load_policy = getattr(self.lr_policy, "load_state", None)
         if load_policy is not None:
             load_policy({k[len("lr_policy."):]: v for k, v in state.items()
@@ -313,7 +251,7 @@ class Solver:
         self.iter = int(np.asarray(state["iter"]).reshape(-1)[0])
         self.seed = int(np.asarray(state["seed"]).reshape(-1)[0])
 
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> dict:
         """What a snapshot must match to be resumed by this solver: type and param shapes."""
-        return json.dumps({"solver": self.spec.type,
-                           "params": [[p.owner, list(p.shape)] for p in self.params]})
+        return {"solver": self.spec.type,
+                "params": [[p.owner, list(p.shape)] for p in self.params]}

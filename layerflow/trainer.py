@@ -31,7 +31,6 @@ start. A snapshot of a different net or solver type is always an error.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -43,8 +42,10 @@ import numpy as np
 import yaml
 
 from . import snapshot as snap
+from .builder import build_net, build_solver
 from .errors import DivergenceError, UserError
 from .net import Net
+from .profile import LayerTimer
 from .solver import Solver
 
 EXIT_INTERRUPTED = 130
@@ -62,8 +63,7 @@ def evaluate(net: Net, iterations: int) -> dict[str, float]:
 
 def default_test_iterations(net: Net) -> int:
     """One pass over the smallest data source of the net, or Caffe's 50 when unknown."""
-    passes = [math.ceil(layer.num_samples / layer.p.batch_size) for layer in net.layers
-              if getattr(layer, "num_samples", None) and hasattr(layer.p, "batch_size")]
+    passes = [n for layer in net.layers if (n := layer.batches_per_epoch())]
     return min(passes) if passes else 50
 
 
@@ -120,29 +120,15 @@ class Trainer:
         return None
 
     def _restore(self, path: Path) -> None:
+        solver = self.solver
         state, meta, weights = snap.load_snapshot(path)
-        mine = json.loads(self.solver.fingerprint())
-        try:
-            theirs = json.loads(meta.get("fingerprint", "{}"))
-        except json.JSONDecodeError:
-            raise snap.SnapshotError(f"{path}: corrupted metadata (fingerprint)") from None
-        if theirs.get("params") != mine["params"]:
-            theirs_params = {name: shape for name, shape in theirs.get("params", [])}
-            for name, shape in mine["params"]:
-                if theirs_params.get(name) != shape:
-                    found = theirs_params.get(name)
-                    raise UserError(
-                        f"{path}: written by a different net: layer {name.rsplit('.', 1)[0]}: "
-                        f"param {name} is {tuple(found) if found else 'missing'} in the "
-                        f"snapshot but {tuple(shape)} in this net")
-            extra = [n for n in theirs_params if n not in dict(mine["params"])]
-            raise UserError(f"{path}: written by a different net: the snapshot has params "
-                            f"this net lacks: {', '.join(extra)}")
-        if theirs.get("solver") != mine["solver"]:
-            raise UserError(f"{path}: written by solver type {theirs.get('solver')}, this "
-                            f"solver is {mine['solver']}; resume with the same type")
-        self.solver.net.copy_from(weights, str(path), strict=True)
-        self.solver.load_state(state, str(path))
+        snap.check_fingerprint(path, meta, solver.fingerprint())
+        solver.net.copy_from(weights, str(path), strict=True)
+        solver.load_state(state, str(path))
+        for prefix, net in self.nets():
+            n = len(prefix)
+            net.load_state({k[n:]: v for k, v in state.items() if k.startswith(prefix)},
+                           str(path), required=not prefix)
         window = state.get("trainer.losses")
         self.losses.clear()
         if window is not None:
@@ -245,15 +231,29 @@ class Trainer:
         self.events.test(record)
         return results
 
+    def nets(self) -> list[tuple[str, Net]]:
+        """(key prefix in the solver state, net): the train net's keys are bare, the test
+        nets' start with `test<j>.`."""
+        return [("", self.solver.net)] + [(f"test{j}.", n)
+                                          for j, n in enumerate(self.solver.test_nets)]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The whole solver state of a snapshot: the solver's (iter, history, lr policy),
+        each net's (data cursors, random generators) and the loop's (loss window, time)."""
+        state = self.solver.state()
+        for prefix, net in self.nets():
+            state.update({prefix + k: v for k, v in net.state().items()})
+        state["trainer.losses"] = np.array(list(self.losses), np.float64)
+        state["trainer.elapsed_s"] = np.array([self.elapsed()], np.float64)
+        return state
+
     def snapshot(self) -> Path:
         """Write a snapshot of the current iteration (never one with a non-finite param),
         then remove the oldest beyond `snapshot_keep`."""
         solver = self.solver
         solver.check_params()
-        state = solver.state()
-        state["trainer.losses"] = np.array(list(self.losses), np.float64)
-        state["trainer.elapsed_s"] = np.array([self.elapsed()], np.float64)
-        meta = {"fingerprint": solver.fingerprint(), "iter": str(solver.iter),
+        state = self.state()
+        meta = {"fingerprint": json.dumps(solver.fingerprint()), "iter": str(solver.iter),
                 "solver": solver.spec.type, "net": solver.net.name}
         try:
             path = snap.save_snapshot(self.prefix, solver.iter, solver.net.state_dict(), state,
@@ -277,11 +277,12 @@ class Trainer:
                 f"`layerflow train`\n# from {Path(solver.cfg.source.file).resolve()}\n")
         snap.atomic_write(Path(f"{self.prefix}_solver.yaml"),
                           (head + yaml.safe_dump(solver_data, sort_keys=False, default_flow_style=None)).encode())
+        net_config = solver.net.config
         net_head = (f"# the net layerflow ran (after --set overrides), from "
-                    f"{Path(solver.net_config.source.file).resolve()};\n# relative paths in "
-                    f"it are relative to {solver.net_config.base_dir}\n")
+                    f"{Path(net_config.source.file).resolve()};\n# relative paths in "
+                    f"it are relative to {net_config.base_dir}\n")
         snap.atomic_write(Path(f"{self.prefix}_net.yaml"),
-                          (net_head + yaml.safe_dump(solver.net_config.source.data,
+                          (net_head + yaml.safe_dump(net_config.source.data,
                                                      sort_keys=False, default_flow_style=None)).encode())
 
     def _warn(self, message: str) -> None:
@@ -345,13 +346,9 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
     `overrides`: an Overrides, or the list of `--set KEY=VALUE` strings.
     The summary's "interrupted" is True when SIGINT stopped the run (the CLI exits 130).
     """
-    from .overrides import Overrides
-
     if resume and weights:
         raise UserError("give --resume or --weights, not both (resume restores the weights)")
-    if isinstance(overrides, (list, tuple)):
-        overrides = Overrides(list(overrides))
-    solver = Solver.from_yaml(solver_path, plugins=plugins, overrides=overrides)
+    solver = build_solver(solver_path, plugins=plugins, overrides=overrides)
     trainer = Trainer(solver, events or Events())
     if resume:
         trainer.resume(resume)
@@ -362,19 +359,19 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
                             f"(params are matched by layer name)")
     if not profile:
         return trainer.run()
-    from .tools.profile import LayerProfiler
-
-    profiler, start = LayerProfiler(solver.net), solver.iter
-    summary = trainer.run()
+    profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
+    try:
+        summary = trainer.run()
+    finally:
+        solver.net.remove_hook(profiler)
     summary["profile"] = profiler.report(solver.iter - start)
-    profiler.detach()
     return summary
 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,
          plugins: list[str] | None = None, phase: str = "test") -> dict:
     """Engine entry point of `layerflow test`: mean outputs of the net with these weights."""
-    net = Net.from_yaml(net_path, phase, plugins=plugins)
+    net = build_net(net_path, phase, plugins=plugins)
     copied = net.copy_from(snap.load_weights(Path(weights)), str(weights))
     missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
                if f"{l}.{p}" not in copied]

@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, UserError, register_layer
-from layerflow.layers.labels import check_labels, scores_and_labels
+from layerflow import UserError, register_layer
+from layerflow.layers.labels import ClassifierLayer
 
 
 @njit(cache=True)
@@ -46,25 +46,23 @@ class AccuracyParams(BaseModel):
 
 
 @register_layer
-class Accuracy(Layer):
+class Accuracy(ClassifierLayer):
     Params = AccuracyParams
-    num_bottoms = 2
+    has_backward = False
 
     def setup(self, bottom_shapes):
-        scores, num_classes = scores_and_labels(self, bottom_shapes)
-        if self.p.top_k > scores[1]:
-            raise UserError(f"layer {self.name} (Accuracy): top_k={self.p.top_k} is more than "
-                            f"the {scores[1]} classes of scores {scores}")
-        self.num_classes = num_classes
         self.use_ignore = self.p.ignore_label is not None
         self.ignore = self.p.ignore_label if self.use_ignore else 0
         self.top = np.zeros((), self.dtype)
-        return [()]
+
+    def reshape_scores(self, scores):
+        if self.p.top_k > scores[1]:
+            raise UserError(f"layer {self.name} (Accuracy): top_k={self.p.top_k} is more than "
+                            f"the {scores[1]} classes of scores {scores}")
 
     def forward(self, bottoms):
         x, label = bottoms
-        label = label.reshape(-1)
-        check_labels(self, label, self.num_classes, self.p.ignore_label)
+        label = self.labels(label, self.p.ignore_label)
         hits, count = accuracy_count(x, label, self.p.top_k, self.ignore, self.use_ignore)
         self.top[()] = hits / count if count else 0.0
         return [self.top]

@@ -135,10 +135,9 @@ class Data(Layer):
     Params = DataParams
     num_bottoms = 0
     num_tops = (1, None)
+    has_backward = False
 
     def setup(self, bottom_shapes):
-        if getattr(self, "arrays", None) is not None:
-            return [t.shape for t in self.tops]  # no bottoms: nothing can have changed
         names = list(self.top_names)
         arrays = self._load(names)
         n = len(arrays[0])
@@ -149,14 +148,19 @@ class Data(Layer):
         # stored dtype, one row per sample; a view, never a float copy of the dataset
         self.arrays = [np.ascontiguousarray(a).reshape(n, -1) for a in arrays]
         self.sample_shapes = [a.shape[1:] for a in arrays]
-        b = self.p.batch_size
-        self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
         self.mean = self._mean(self.sample_shapes[0]).astype(self.dtype).reshape(-1)
         self.scale = self.dtype.type(self.p.scale)
-        self.index = np.zeros(b, np.int64)
         seed = int(self.rng.integers(2**63))
         self.cursor = datasets.Cursor(n, self.p.shuffle, seed)
+
+    def reshape(self, bottom_shapes):
+        b = self.p.batch_size
+        self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
+        self.index = np.zeros(b, np.int64)
         return [t.shape for t in self.tops]
+
+    def batches_per_epoch(self):
+        return -(-self.num_samples // self.p.batch_size)
 
     def forward(self, bottoms):
         self.cursor.next(self.index)

@@ -83,20 +83,22 @@ class Eltwise(Layer):
     num_bottoms = (2, None)
 
     def setup(self, bottom_shapes):
+        n = len(bottom_shapes)
+        if n < 2:
+            raise UserError(f"layer {self.name} (Eltwise): needs at least 2 bottoms, got {n}")
+        coeff = self.p.coeff if self.p.coeff is not None else [1.0] * n
+        if len(coeff) != n:
+            raise UserError(f"layer {self.name} (Eltwise): coeff has {len(coeff)} values for "
+                            f"{n} bottoms; give one per bottom")
+        self.coeff = [self.dtype.type(c) for c in coeff]
+
+    def reshape(self, bottom_shapes):
         shapes = [tuple(s) for s in bottom_shapes]
-        names = getattr(self, "bottom_names", None) or [f"bottom[{i}]" for i in range(len(shapes))]
-        if len(shapes) < 2:
-            raise UserError(f"layer {self.name} (Eltwise): needs at least 2 bottoms, got "
-                            f"{len(shapes)}")
         if any(s != shapes[0] for s in shapes):
+            names = self.bottom_names or [f"bottom[{i}]" for i in range(len(shapes))]
             listing = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
             raise UserError(f"layer {self.name} (Eltwise): bottoms must have identical shapes, "
                             f"got {listing}")
-        coeff = self.p.coeff if self.p.coeff is not None else [1.0] * len(shapes)
-        if len(coeff) != len(shapes):
-            raise UserError(f"layer {self.name} (Eltwise): coeff has {len(coeff)} values for "
-                            f"{len(shapes)} bottoms; give one per bottom")
-        self.coeff = [self.dtype.type(c) for c in coeff]
         shape = shapes[0]
         self.top = np.zeros(shape, self.dtype)
         self.dxs = [np.zeros(shape, self.dtype) for _ in shapes]

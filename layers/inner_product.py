@@ -69,18 +69,31 @@ class InnerProductParams(BaseModel):
 class InnerProduct(Layer):
     Params = InnerProductParams
 
-    def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
+    def _axis(self, shape) -> int:
         axis = self.p.axis if self.p.axis >= 0 else len(shape) + self.p.axis
         if not 1 <= axis <= len(shape):
             raise UserError(f"layer {self.name} (InnerProduct): axis {self.p.axis} is out of "
                             f"range for bottom shape {shape}")
-        self.n = int(np.prod(shape[:axis]))
-        self.k = int(np.prod(shape[axis:]))
+        return axis
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        k = int(np.prod(shape[self._axis(shape):]))
         m = self.p.num_output
-        self.add_param("weight", (m, self.k), self.p.weight_filler)
+        self.add_param("weight", (m, k), self.p.weight_filler)
         if self.p.bias_term:
             self.add_param("bias", (m,), self.p.bias_filler)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        axis = self._axis(shape)
+        m, k = self.params["weight"].shape
+        if int(np.prod(shape[axis:])) != k:
+            raise UserError(f"layer {self.name} (InnerProduct): bottom shape {shape} has "
+                            f"{int(np.prod(shape[axis:]))} inputs from axis {axis} on, but the "
+                            f"weight {(m, k)} was made for {k}")
+        self.n = int(np.prod(shape[:axis]))
+        self.k = k
         self.bottom_shape = shape
         self.top = np.zeros((self.n, m), self.dtype)
         self.dx = np.zeros((self.n, self.k), self.dtype)

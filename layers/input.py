@@ -1,7 +1,8 @@
 """Input: declares a blob of a fixed shape that the caller feeds (`net.forward({name: x})`).
 
-Shapes: `shape: [N, ...]`, first dimension the batch. Feeding an array of another batch size
-reshapes the net.
+Shapes: `shape: [N, ...]`, first dimension the batch. Feeding an array of another shape (another
+batch size, or another image size where the layers allow it) reshapes the net; the declared
+shape is only the one the net is built with.
 """
 from __future__ import annotations
 
@@ -37,13 +38,26 @@ class Input(Layer):
     Params = InputParams
     num_bottoms = 0
     num_tops = (1, None)
+    is_input = True
+    has_backward = False
 
     def setup(self, bottom_shapes):
         if len(self.p.shape) != len(self.top_names):
             raise UserError(f"layer {self.name} (Input): {len(self.p.shape)} shapes for "
                             f"{len(self.top_names)} tops; give one shape per top")
-        self.tops = [np.zeros(tuple(s), self.dtype) for s in self.p.shape]
-        return [t.shape for t in self.tops]
+        self.shapes = [tuple(s) for s in self.p.shape]
+        self.tops: list[np.ndarray] = []
+
+    def reshape(self, bottom_shapes):
+        if [t.shape for t in self.tops] != self.shapes:
+            self.tops = [np.zeros(s, self.dtype) for s in self.shapes]
+        return list(self.shapes)
+
+    def feed_shapes(self, shapes):
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
+
+    def feed(self, index, value):
+        np.copyto(self.tops[index], value, casting="unsafe")
 
     def forward(self, bottoms):
         return self.tops

@@ -1,10 +1,11 @@
-"""Label checks shared by the layers that read class indices (losses, Accuracy)."""
+"""What the layers that read class indices (SoftmaxLoss, SVMLoss, Accuracy) share: the check of
+their (scores, labels) bottoms and of the labels of every batch."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from layerflow import UserError
+from layerflow import Layer, UserError
 
 
 @njit(cache=True)
@@ -45,3 +46,28 @@ def scores_and_labels(layer, bottom_shapes) -> tuple[tuple[int, ...], int]:
         raise UserError(f"layer {layer.name} ({layer.type}): labels must be ({scores[0]},) "
                         f"to match scores {scores}, got shape {labels}")
     return scores, scores[1]
+
+
+class ClassifierLayer(Layer):
+    """Base of a layer whose bottoms are scores (N, C) and labels (N,) or (N, 1).
+
+    `reshape` checks the two shapes, sets `num_classes` and calls `reshape_scores(shape)` for
+    the subclass's own buffers; `labels(bottom, ignore_label)` gives the labels of a batch as
+    a flat array once every one of them is a class index (or `ignore_label`).
+    A layer with one top gives a scalar (its loss or accuracy).
+    """
+
+    num_bottoms = 2
+
+    def reshape(self, bottom_shapes):
+        scores, self.num_classes = scores_and_labels(self, bottom_shapes)
+        self.reshape_scores(scores)
+        return [()]
+
+    def reshape_scores(self, scores: tuple[int, ...]) -> None:
+        """Allocate the buffers for scores of this shape."""
+
+    def labels(self, label: np.ndarray, ignore_label: int | None = None) -> np.ndarray:
+        flat = label.reshape(-1)
+        check_labels(self, flat, self.num_classes, ignore_label)
+        return flat

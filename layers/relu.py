@@ -36,10 +36,12 @@ class ReLU(Layer):
     Params = ReLUParams
 
     def setup(self, bottom_shapes):
+        self.slope = self.dtype.type(self.p.negative_slope)
+
+    def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         self.top = np.zeros(shape, self.dtype)
         self.dx = np.zeros(shape, self.dtype)
-        self.slope = self.dtype.type(self.p.negative_slope)
         return [shape]
 
     def forward(self, bottoms):

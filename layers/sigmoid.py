@@ -39,7 +39,7 @@ def sigmoid_backward(y, dout, dx):
 @register_layer
 class Sigmoid(Layer):
 
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         self.top = np.zeros(shape, self.dtype)
         self.dx = np.zeros(shape, self.dtype)

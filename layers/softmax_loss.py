@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
-from layerflow.layers.labels import check_labels, scores_and_labels
+from layerflow import register_layer
+from layerflow.layers.labels import ClassifierLayer
 
 
 # No fastmath: its no-NaN assumption would turn a NaN score into an exception or garbage
@@ -69,24 +69,21 @@ class SoftmaxLossParams(BaseModel):
 
 
 @register_layer
-class SoftmaxLoss(Layer):
+class SoftmaxLoss(ClassifierLayer):
     Params = SoftmaxLossParams
-    num_bottoms = 2
     is_loss = True
 
     def setup(self, bottom_shapes):
-        scores, num_classes = scores_and_labels(self, bottom_shapes)
-        self.num_classes = num_classes
         self.ignore = -(2 ** 62) if self.p.ignore_label is None else self.p.ignore_label
+        self.top = np.zeros((), self.dtype)
+
+    def reshape_scores(self, scores):
         self.prob = np.zeros(scores, self.dtype)
         self.dx = np.zeros(scores, self.dtype)
-        self.top = np.zeros((), self.dtype)
-        return [()]
 
     def forward(self, bottoms):
         x, label = bottoms
-        self.label = label.reshape(-1)
-        check_labels(self, self.label, self.num_classes, self.p.ignore_label)
+        self.label = self.labels(label, self.p.ignore_label)
         loss, self.count = softmax_loss_forward(x, self.label, self.ignore, self.prob)
         self.top[()] = loss / max(self.count, 1)
         return [self.top]

@@ -15,8 +15,8 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
-from layerflow.layers.labels import check_labels, scores_and_labels
+from layerflow import register_layer
+from layerflow.layers.labels import ClassifierLayer
 
 
 @njit(cache=True)
@@ -65,25 +65,22 @@ class SVMLossParams(BaseModel):
 
 
 @register_layer
-class SVMLoss(Layer):
+class SVMLoss(ClassifierLayer):
     Params = SVMLossParams
-    num_bottoms = 2
     is_loss = True
 
     def setup(self, bottom_shapes):
-        scores, num_classes = scores_and_labels(self, bottom_shapes)
-        self.num_classes = num_classes
         self.margin = self.dtype.type(self.p.margin)
         self.squared = self.p.norm == "L2"
+        self.top = np.zeros((), self.dtype)
+
+    def reshape_scores(self, scores):
         self.terms = np.zeros(scores, self.dtype)
         self.dx = np.zeros(scores, self.dtype)
-        self.top = np.zeros((), self.dtype)
-        return [()]
 
     def forward(self, bottoms):
         x, label = bottoms
-        self.label = label.reshape(-1)
-        check_labels(self, self.label, self.num_classes)
+        self.label = self.labels(label)
         loss = svm_loss_forward(x, self.label, self.margin, self.squared, self.terms)
         self.top[()] = loss / x.shape[0]
         return [self.top]

@@ -33,6 +33,9 @@ class ScaledSquare(Layer):
         self.add_param("w", (d,), None)
         self.params["w"].data[...] = np.linspace(0.5, 1.5, d)
         self.add_param("b", (d,), None)
+
+    def reshape(self, bottom_shapes):
+        n, d = bottom_shapes[0]
         self.dx = np.zeros((n, d))
         return [(n, d)]
 
@@ -60,7 +63,7 @@ class SumLoss(Layer):
     Params = ScaleParams
     is_loss = True
 
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         return [()]
 
     def forward(self, bottoms):
@@ -75,7 +78,7 @@ class SumLoss(Layer):
 class Dropoutish(Layer):
     """y = x * mask * 2 with a fresh mask from self.rng on every forward."""
 
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottoms):
@@ -154,7 +157,7 @@ def test_a_kink_declared_by_the_layer_class_is_honoured(x):
 
 def test_random_layers_see_the_same_draws_every_pass(x):
     layer = Dropoutish("drop", rng=np.random.default_rng(5), dtype=np.float64)
-    layer.setup([x.shape])
+    layer.build([x.shape])
     state = layer.rng.bit_generator.state
     res = gradcheck(layer, [x])
     assert res["bottom[0]"].checked == x.size
@@ -165,7 +168,7 @@ def test_a_built_layer_is_left_as_found(x):
     layer = InnerProduct("fc", InnerProduct.Params(num_output=2), dtype=np.float64,
                          rng=np.random.default_rng(3))
     layer.bottom_names, layer.top_names = ["data"], ["fc"]
-    layer.setup([x.shape])
+    layer.build([x.shape])
     layer.propagate_down = [False]
     (top,) = layer.forward([x])
     top_before = top.copy()
@@ -183,7 +186,7 @@ def test_a_built_layer_is_left_as_found(x):
 def test_float32_layer_with_float32_tolerances(x):
     layer = InnerProduct("fc", InnerProduct.Params(num_output=2), dtype=np.float32)
     layer.bottom_names, layer.top_names = ["data"], ["fc"]
-    layer.setup([x.shape])
+    layer.build([x.shape])
     res = gradcheck(layer, [x], step=1e-2, threshold=1e-2)
     assert res.dtype == "float32"
 

@@ -6,7 +6,7 @@
     Edx <- momentum * Edx + (1 - momentum) * dx^2
     W   <- W - rate * dx              (rate = lr of the policy * lr_mult; Caffe's examples
                                        use base_lr 1.0)
-History: Eg and Edx, each the shape of W.
+History: Eg and Edx, each in the layout of the param buffer.
 """
 from __future__ import annotations
 
@@ -14,30 +14,31 @@ import numpy as np
 from numba import njit
 
 from layerflow.registry import register_solver
-from layerflow.solver import Solver
+from layerflow.solver import Solver, regularized
 
 
 @njit(cache=True)
-def adadelta_update(w, g, eg, edx, scale, decay, l1, rate, momentum, delta):
-    """w, g, eg, edx: flat arrays of one param; see the module docstring."""
+def adadelta_update(w, g, eg, edx, offsets, rates, decays, scale, l1, momentum, delta):
+    """w, g, eg, edx: the flat buffers, param k in [offsets[k], offsets[k+1])."""
     t = w.dtype.type
-    s, d, r, eps = t(scale), t(decay), t(rate), t(delta)
+    s, eps = t(scale), t(delta)
     m = t(momentum)
     m1 = t(1) - m
-    for i in range(w.size):
-        gi = s * g[i] + d * (np.sign(w[i]) if l1 else w[i])
-        egi = m * eg[i] + m1 * (gi * gi)
-        eg[i] = egi
-        dx = gi * np.sqrt((edx[i] + eps) / (egi + eps))
-        edx[i] = m * edx[i] + m1 * (dx * dx)
-        w[i] -= r * dx
+    for k in range(offsets.size - 1):
+        r, d = t(rates[k]), t(decays[k])
+        for i in range(offsets[k], offsets[k + 1]):
+            gi = regularized(g[i], w[i], s, d, l1)
+            egi = m * eg[i] + m1 * (gi * gi)
+            eg[i] = egi
+            dx = gi * np.sqrt((edx[i] + eps) / (egi + eps))
+            edx[i] = m * edx[i] + m1 * (dx * dx)
+            w[i] -= r * dx
 
 
 @register_solver("AdaDelta")
 class AdaDelta(Solver):
-    def history_shapes(self, param):
-        return [param.shape, param.shape]
+    num_history = 2
 
-    def update_param(self, i, w, g, history, rate, scale, decay, l1):
-        adadelta_update(w, g, history[0], history[1], scale, decay, l1, rate,
-                        self.spec.momentum, self.spec.delta)
+    def update_buffer(self, w, g, history, rates, scale, l1):
+        adadelta_update(w, g, history[0], history[1], self.buffer.offsets, rates, self.decays,
+                        scale, l1, self.spec.momentum, self.spec.delta)

@@ -3,7 +3,7 @@
     g <- scale * g + decay * W        (decay * sign(W) for L1; scale = clip / iter_size)
     H <- H + g^2
     W <- W - rate * g / (sqrt(H) + delta)      (rate = lr of the policy * lr_mult)
-History: H, shape of W.
+History: H, in the layout of the param buffer.
 """
 from __future__ import annotations
 
@@ -12,19 +12,21 @@ from numba import njit
 
 from layerflow.errors import UserError
 from layerflow.registry import register_solver
-from layerflow.solver import Solver
+from layerflow.solver import Solver, regularized
 
 
 @njit(cache=True)
-def adagrad_update(w, g, h, scale, decay, l1, rate, delta):
-    """w, g, h: flat arrays of one param; see the module docstring."""
+def adagrad_update(w, g, h, offsets, rates, decays, scale, l1, delta):
+    """w, g, h: the flat buffers, param k in [offsets[k], offsets[k+1]); see the docstring."""
     t = w.dtype.type
-    s, d, r, eps = t(scale), t(decay), t(rate), t(delta)
-    for i in range(w.size):
-        gi = s * g[i] + d * (np.sign(w[i]) if l1 else w[i])
-        hi = h[i] + gi * gi
-        h[i] = hi
-        w[i] -= r * (gi / (np.sqrt(hi) + eps))
+    s, eps = t(scale), t(delta)
+    for k in range(offsets.size - 1):
+        r, d = t(rates[k]), t(decays[k])
+        for i in range(offsets[k], offsets[k + 1]):
+            gi = regularized(g[i], w[i], s, d, l1)
+            hi = h[i] + gi * gi
+            h[i] = hi
+            w[i] -= r * (gi / (np.sqrt(hi) + eps))
 
 
 def no_momentum(cfg, solver: str) -> None:
@@ -36,11 +38,11 @@ def no_momentum(cfg, solver: str) -> None:
 
 @register_solver("AdaGrad")
 class AdaGrad(Solver):
+    num_history = 1
+
     def check_spec(self, cfg):
         no_momentum(cfg, "AdaGrad")
 
-    def history_shapes(self, param):
-        return [param.shape]
-
-    def update_param(self, i, w, g, history, rate, scale, decay, l1):
-        adagrad_update(w, g, history[0], scale, decay, l1, rate, self.spec.delta)
+    def update_buffer(self, w, g, history, rates, scale, l1):
+        adagrad_update(w, g, history[0], self.buffer.offsets, rates, self.decays, scale, l1,
+                       self.spec.delta)

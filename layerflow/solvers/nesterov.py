@@ -4,35 +4,36 @@
     V_new  = momentum * V + rate * g  (rate = lr of the policy * lr_mult)
     W     <- W - ((1 + momentum) * V_new - momentum * V)
     V     <- V_new
-History: V, shape of W.
+History: V, in the layout of the param buffer.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from layerflow.registry import register_solver
-from layerflow.solver import Solver
+from layerflow.solver import Solver, regularized
 
 
 @njit(cache=True)
-def nesterov_update(w, g, v, scale, decay, l1, rate, momentum):
-    """w, g, v: flat arrays of one param; see the module docstring."""
+def nesterov_update(w, g, v, offsets, rates, decays, scale, l1, momentum):
+    """w, g, v: the flat buffers, param k in [offsets[k], offsets[k+1]); see the docstring."""
     t = w.dtype.type
-    s, d, r, m = t(scale), t(decay), t(rate), t(momentum)
+    s, m = t(scale), t(momentum)
     m1 = t(1) + m
-    for i in range(w.size):
-        gi = s * g[i] + d * (np.sign(w[i]) if l1 else w[i])
-        old = v[i]
-        vi = m * old + r * gi
-        v[i] = vi
-        w[i] -= m1 * vi - m * old
+    for k in range(offsets.size - 1):
+        r, d = t(rates[k]), t(decays[k])
+        for i in range(offsets[k], offsets[k + 1]):
+            gi = regularized(g[i], w[i], s, d, l1)
+            old = v[i]
+            vi = m * old + r * gi
+            v[i] = vi
+            w[i] -= m1 * vi - m * old
 
 
 @register_solver("Nesterov")
 class Nesterov(Solver):
-    def history_shapes(self, param):
-        return [param.shape]
+    num_history = 1
 
-    def update_param(self, i, w, g, history, rate, scale, decay, l1):
-        nesterov_update(w, g, history[0], scale, decay, l1, rate, self.spec.momentum)
+    def update_buffer(self, w, g, history, rates, scale, l1):
+        nesterov_update(w, g, history[0], self.buffer.offsets, rates, self.decays, scale, l1,
+                        self.spec.momentum)

@@ -4,7 +4,7 @@
     types.list_types          layerflow layers [TYPE]        registered types and their params
     summary.summarize         layerflow summary NET.yaml     shapes, params, FLOPs, memory
     profile.time_net          layerflow time NET.yaml        Caffe's `time`
-    profile.LayerProfiler     layerflow train --profile      per-layer time while training
+    profile.format_profile    layerflow train --profile      per-layer time while training
     draw.draw                 layerflow draw NET.yaml -o F   DOT / Mermaid / SVG / PNG
     plot.plot_metrics         layerflow plot M.jsonl -o F    loss, lr and tests over iterations
     schema.schema             layerflow schema [net|solver]  JSON Schema of the YAML formats
@@ -17,9 +17,9 @@ from pathlib import Path
 def load_net(path: str | Path, phase: str = "train", plugins: list[str] | None = None,
              dtype: str | None = None, seed: int = 0):
     """Build the net of a YAML file for one phase (the tools' common first step)."""
-    from ..net import Net
+    from ..builder import build_net
 
-    return Net.from_yaml(path, phase, plugins=plugins, dtype=dtype, seed=seed)
+    return build_net(path, phase, plugins=plugins, dtype=dtype, seed=seed)
 
 
 def fmt_int(n: int) -> str:

@@ -73,7 +73,7 @@ def _check(lay, bottoms, step, threshold, kink, kink_range, max_checks, seed):
     checked in full (a bias filled with 0 sits exactly at 0).
     """
     common = dict(step=step, threshold=threshold, seed=seed, max_checks=max_checks or None)
-    if getattr(lay, "kink", None) is not None:
+    if lay.kink is not None:
         return check_layer(lay, bottoms, kink_range=kink_range, **common)
     first = check_layer(lay, bottoms, **common)
     near = 2 * step if kink_range is None else kink_range

@@ -192,7 +192,7 @@ def test_unknown_layer_key_suggests_the_closest_and_lists_the_keys(tmp_path):
             type: InnerProduct
             num_ouput: 3
         """)
-    assert msg.startswith(f'{f}:5:5: layers[1] (ip1): num_ouput: unknown key for a '
+    assert msg.startswith(f'{f}:5:5: layers[1] (ip1): num_ouput: unknown key for an '
                           f'InnerProduct layer (did you mean "num_output"?); its keys are: axis, '
                           f'bias_filler, bias_term, num_output, weight_filler and the generic ')
 

@@ -14,18 +14,19 @@ import pytest
 
 def make_layer(cls, shapes, *, name="layer", dtype=np.float64, bottom_names=None,
                top_names=None, propagate_down=None, seed=0, **params):
-    """Build `cls` with Params(**params), set it up for bottom `shapes`; return (layer, tops).
+    """Build `cls` with Params(**params), set it up and reshape it for bottom `shapes`;
+    return (layer, top shapes).
 
     Sets what the net sets: names of bottoms and tops (default b0, b1 ... / t0 ...), dtype,
     rng, and propagate_down (default all True).
     """
-    layer = cls(name, cls.Params(**params), dtype=dtype, rng=np.random.default_rng(seed))
-    layer.bottom_names = bottom_names or [f"b{i}" for i in range(len(shapes))]
     if top_names is None:
         n = cls.num_tops if isinstance(cls.num_tops, int) else max(cls.num_tops[0], 1)
         top_names = [f"t{i}" for i in range(n)]
-    layer.top_names = top_names
-    top_shapes = layer.setup([tuple(s) for s in shapes])
+    layer = cls(name, cls.Params(**params), dtype=dtype, rng=np.random.default_rng(seed),
+                bottom_names=bottom_names or [f"b{i}" for i in range(len(shapes))],
+                top_names=top_names)
+    top_shapes = layer.build(shapes)
     layer.propagate_down = list(propagate_down or [True] * len(shapes))
     return layer, top_shapes
 

@@ -17,9 +17,8 @@ from layerflow.layers.data import Data, gather_transform
 def make(tmp_path=".", tops=("data", "label"), seed=0, dtype=np.float32, phase="train",
          **params):
     layer = Data("data", Data.Params(**params), phase=phase, dtype=dtype,
-                 rng=np.random.default_rng(seed), base_dir=tmp_path)
-    layer.top_names = list(tops)
-    layer.shapes = layer.setup([])
+                 rng=np.random.default_rng(seed), base_dir=tmp_path, top_names=list(tops))
+    layer.shapes = layer.build([])
     return layer
 
 

@@ -507,9 +507,15 @@ def test_feeding_errors():
     with pytest.raises(UserError, match=r'blob "xx" is not an input of net net \(did you mean '
                                         r'"x"\?\); inputs: x'):
         net.forward({"xx": np.zeros((2, 3))})
-    with pytest.raises(UserError, match=r'input "x" has shape \(2, 3, 1\), the net expects '
-                                        r'\(2, 3\)'):
-        net.forward({"x": np.zeros((2, 3, 1))})
+    x = np.random.default_rng(0).normal(size=(2, 3))
+    before = net.forward({"x": x})["sig"]
+    # (2, 3, 1) flattens to the 3 inputs InnerProduct was made for: the net takes it
+    np.testing.assert_array_equal(net.forward({"x": x[:, :, None]})["sig"], before)
+    with pytest.raises(UserError, match=r'cannot take input "x" \(2, 4\) \(it has \(2, 3, 1\)\)'
+                                        r'.*layers\[1\] \(ip\): bottom shape \(2, 4\) has 4 inputs.*'
+                                        r'made for 3.*keeps its previous shapes'):
+        net.forward({"x": np.zeros((2, 4))})
+    np.testing.assert_array_equal(net.forward()["sig"], before)  # as it was
 
 
 def test_backward_from_given_diffs_and_zeroing_of_param_grads():

@@ -20,7 +20,7 @@ from layerflow import Layer, register_layer
 
 @register_layer
 class Twice(Layer):
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottoms):

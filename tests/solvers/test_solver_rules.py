@@ -126,9 +126,10 @@ def test_update_matches_numpy_transcription(make_solver, kind, reg, mults):
         np.testing.assert_allclose(params["bias"].data, b, rtol=1e-9, atol=1e-12,
                                    err_msg=f"{kind} {reg} bias after step {it + 1}")
     assert solver.iter == STEPS
+    assert len(solver.history) == n_hist
     for k in range(n_hist):
-        np.testing.assert_allclose(solver.history[0][k], hist["w"][k], rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(solver.history[1][k], hist["b"][k], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(solver.history_of(0)[k], hist["w"][k], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(solver.history_of(1)[k], hist["b"][k], rtol=1e-9, atol=1e-12)
     if clip >= 0:
         assert clipped > 0, "the clipping case never clipped: lower the threshold"
     # the params moved for real

@@ -13,7 +13,7 @@ from layerflow import FillerSpec, Layer, register_layer
 
 @register_layer
 class Cube(Layer):
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottoms):
@@ -35,6 +35,8 @@ class BadScale(Layer):
     """y = a x with a learned scalar a; its param gradient is off by a factor 2."""
     def setup(self, bottom_shapes):
         self.add_param("a", (1,), FillerSpec(type="constant", value=1.5))
+
+    def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottoms):
@@ -137,7 +139,7 @@ class Hinge1(Layer):
     kink = 1.0
     kink_range = 0.05
 
-    def setup(self, bottom_shapes):
+    def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottoms):

@@ -1,4 +1,4 @@
-"""`layerflow time` and the LayerProfiler behind it and `train --profile`."""
+"""`layerflow time` and the LayerTimer hook behind it and `train --profile`."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import layerflow as lf
-from layerflow.tools.profile import LayerProfiler
+from layerflow.profile import LayerTimer
 
 NET = """\
 name: timed
@@ -37,20 +37,24 @@ def test_time_reports_every_layer_per_iteration(tmp_path, cli):
     assert r.code == 2
 
 
-def test_profiler_wraps_and_detaches():
+def test_timer_hook_attaches_and_detaches():
     net = lf.Net.from_string(NET)
     x = np.random.default_rng(0).standard_normal((8, 5))
-    plain = net.forward({"x": x})["loss"]
-    prof = LayerProfiler(net)
-    assert net.forward({"x": x})["loss"] == plain  # timing changes nothing
+    label = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    plain = net.forward({"x": x, "label": label})["loss"]
+    prof = net.add_hook(LayerTimer(net))
+    assert net.forward({"x": x, "label": label})["loss"] == plain  # timing changes nothing
     net.backward()
     report = prof.report(iterations=1)
     assert {r["name"]: r["forward_calls"] for r in report["layers"]} == \
         {"x": 1, "ip": 1, "loss": 1}
+    assert {r["name"]: r["backward_calls"] for r in report["layers"]} == \
+        {"x": 0, "ip": 1, "loss": 1}
     assert report["forward_s"] > 0 and report["backward_s"] > 0
-    prof.detach()
+    net.remove_hook(prof)
+    # no layer method was replaced: the hook lives in the net, not on the layers
     assert "forward" not in vars(net.layers[1]) and "backward" not in vars(net.layers[1])
-    net.forward({"x": x})
+    net.forward({"x": x, "label": label})
     assert prof.forward_calls["ip"] == 1
 
 

@@ -33,9 +33,9 @@ def test_resume_is_bit_identical(tmp_path, kind):
     assert a.keys() == b.keys()
     for key in a:
         assert np.array_equal(a[key], b[key]), f"{kind}: {key} differs after resume"
-    for ha, hb in zip(straight.solver.history, resumed.solver.history):
-        for x, y in zip(ha, hb):
-            assert np.array_equal(x, y), f"{kind}: history differs after resume"
+    assert len(straight.solver.history) == len(resumed.solver.history)
+    for x, y in zip(straight.solver.history, resumed.solver.history):
+        assert np.array_equal(x, y), f"{kind}: history differs after resume"
     assert straight.smoothed_loss() == resumed.smoothed_loss()
     # every record after the resume point is the same (test outputs too), timing aside
     def after(records):
@@ -52,20 +52,21 @@ def test_without_restoring_the_data_order_the_runs_would_differ(tmp_path):
     straight, _ = run(write(tmp_path / "a", **keys))
     _, state = snapshot_paths(tmp_path / "a" / "snap" / "s", N)
 
-    from layerflow.solver import Solver
+    from layerflow.net import Net
 
-    original = Solver.load_state
+    original = Net.load_state
 
-    def forgetful(self, st, source):
-        original(self, st, source)
-        self.net.layers[0].cursor.position = 0
-        self.net.layers[0].cursor.epoch = 0
-        self.net.layers[0].cursor.order = self.net.layers[0].cursor._order(0)
+    def forgetful(self, st, source, required=True):
+        original(self, st, source, required)
+        if self.phase == "train":
+            self.layers[0].cursor.position = 0
+            self.layers[0].cursor.epoch = 0
+            self.layers[0].cursor.order = self.layers[0].cursor._order(0)
 
-    Solver.load_state = forgetful
+    Net.load_state = forgetful
     try:
         resumed, _ = run(write(tmp_path / "b", **keys), resume=state)
     finally:
-        Solver.load_state = original
+        Net.load_state = original
     a, b = weights_of(straight), weights_of(resumed)
     assert not all(np.array_equal(a[k], b[k]) for k in a)

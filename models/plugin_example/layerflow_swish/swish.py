@@ -71,8 +71,10 @@ class Swish(Layer):
     Params = SwishParams
 
     def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
         self.add_param("beta", (1,), self.p.beta_filler)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
         self.top = np.zeros(shape, self.dtype)
         self.s = np.zeros(shape, self.dtype)
         self.dx = np.zeros(shape, self.dtype)

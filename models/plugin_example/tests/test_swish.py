@@ -22,7 +22,7 @@ def reference(x, beta):
 def make(shape, beta=1.0, dtype=np.float64):
     layer = Swish("swish", SwishParams(beta_filler={"type": "constant", "value": beta}),
                   dtype=dtype)
-    tops = layer.setup([shape])
+    tops = layer.build([shape])
     layer.propagate_down = [True]
     return layer, tops
 
