@@ -172,11 +172,15 @@ class Layer:
         return 0
 
     # -- helpers for subclasses ---------------------------------------------------------
-    def add_param(self, name: str, shape: tuple[int, ...], filler: FillerSpec | None) -> Param:
+    def add_param(self, name: str, shape: tuple[int, ...], filler: FillerSpec | None, *,
+                  learnable: bool = True) -> Param:
         """Create (once) the param `name` of `shape`, filled by `filler`.
 
         Call it from `setup`. Calling it again with the same shape returns the existing param.
         A `param: [{name: shared}]` entry in the YAML makes layers share one Param.
+        `learnable=False`: a param the layer itself updates (BatchNorm's running statistics):
+        its lr_mult and decay_mult are 0 whatever the YAML says (Caffe's rule), so the solver
+        leaves it exactly as it is; it is still saved in snapshots and weights files.
         """
         shape = tuple(int(s) for s in shape)
         if name in self.params:
@@ -188,6 +192,8 @@ class Layer:
         spec = self._param_specs[index] if index < len(self._param_specs) else None
         lr_mult = spec.lr_mult if spec is not None else 1.0
         decay_mult = spec.decay_mult if spec is not None else 1.0
+        if not learnable:
+            lr_mult = decay_mult = 0.0
         share = spec.name if spec is not None else None
         if share and share in self._shared:
             param = self._shared[share]
