@@ -1,6 +1,6 @@
 """The tool commands (`gradcheck`, `layers`, `summary`, `time`, `draw`, `plot`, `schema`), each
-a thin call of an engine function in `layerflow.tools`. Registered on the app of cli/main.py,
-which imports this module. Engine modules are imported inside the commands so that
+a thin call of an engine function in `layerflow.tools`. Registered on the app of cli/app.py
+when `main()` imports this module. Engine modules are imported inside the commands so that
 `layerflow --help` stays fast and never imports a plugin.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import PluginOpt, app, emit_json, run
+from .app import PluginOpt, app, emit_json, run
 
 
 class Phase(str, Enum):
@@ -189,10 +189,3 @@ def schema(
             typer.echo(f"error: {output}: cannot write: {exc}", err=True)
             raise typer.Exit(2)
         typer.echo(f"wrote {output}", err=True)
-
-
-def print_profile(profile: dict, err: bool = False) -> None:
-    """The per-layer table of `train --profile` (used by the train command)."""
-    from layerflow.tools.profile import format_profile
-
-    typer.echo(format_profile(profile, "per-layer time during training"), err=err)

@@ -1,15 +1,25 @@
-"""Registries of layer, solver and lr-policy types by name.
+"""Registries of layer, solver and lr-policy types by name, and the plugins they find.
 
 A type is registered with a decorator (`@register_layer`, `@register_solver`,
 `@register_lr_policy`). Built-in types live in `layerflow.layers` / `layerflow.solvers` and are
-imported the first time a registry is used, so the engine never names a concrete layer.
-Plugins (see `layerflow.plugins`) register through the same decorators; each type remembers
-where it came from (`origin`), and a name claimed by two sources is an error naming both.
+imported the first time a registry is used, so the engine never names a concrete layer. A type
+may also answer to aliases (Caffe's `SoftmaxWithLoss` is layerflow's `SoftmaxLoss`).
+
+Entry points are looked up here too: an installed package declares an entry point in the group
+`layerflow.layers` (resp. `layerflow.solvers`, `layerflow.lr_policies`) whose name is the type
+name; only the metadata is read up front, and the plugin's code is imported the first time a
+net asks for that type, so a broken plugin never breaks `layerflow --help` or a net that does
+not use it. Plugins given as modules or files (`plugins:` in a net, `--plugin`) are imported by
+`layerflow.plugins`, inside `registering_from`, and register through the same decorators.
+
+Each type remembers where it came from (`origin_of`); a name claimed by two sources (two
+packages, a package and a file, a plugin and a built-in) is an error naming both.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Iterator
 
 from .errors import UserError, did_you_mean
@@ -29,17 +39,63 @@ def registering_from(origin: str) -> Iterator[None]:
         _ORIGINS.pop()
 
 
+# ---- entry points ------------------------------------------------------------------------
+
+GROUPS = {"layer": "layerflow.layers", "solver": "layerflow.solvers",
+          "lr_policy": "layerflow.lr_policies"}
+
+_INDEX: dict[str, dict[str, list[EntryPoint]]] | None = None
+
+
+def refresh_entry_points() -> None:
+    """Forget the entry-point table (after installing a plugin into the running process)."""
+    global _INDEX
+    _INDEX = None
+
+
+def _index() -> dict[str, dict[str, list[EntryPoint]]]:
+    """group -> entry point name -> entry points, read once from the installed metadata."""
+    global _INDEX
+    if _INDEX is None:
+        index: dict[str, dict[str, list[EntryPoint]]] = {g: {} for g in GROUPS.values()}
+        every = entry_points()  # one scan of the installed metadata; no plugin code runs
+        for group in GROUPS.values():
+            seen = set()
+            for ep in every.select(group=group):
+                key = (ep.name, ep.value, _dist_name(ep))
+                if key not in seen:  # the same distribution found twice on sys.path
+                    seen.add(key)
+                    index[group].setdefault(ep.name, []).append(ep)
+        _INDEX = index
+    return _INDEX
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return "?" if dist is None else f"{dist.metadata['Name']} {dist.version}"
+
+
+def describe_entry_point(ep: EntryPoint) -> str:
+    """'plugin layerflow-swish 0.1.0 (entry point layerflow.layers: Swish = pkg:Swish)'."""
+    return f"plugin {_dist_name(ep)} (entry point {ep.group}: {ep.name} = {ep.value})"
+
+
+# ---- the registry ----------------------------------------------------------------------
+
 class Registry:
     """Types of one kind (layer, solver, lr policy) by name, with where each came from."""
 
     def __init__(self, kind: str, builtin_module: str | None):
         self.kind = kind
+        self.group = GROUPS.get(kind, "")
         self._builtin_module = builtin_module
         self._builtins_loaded = builtin_module is None
         self._types: dict[str, Any] = {}
-        self.origin: dict[str, str] = {}
+        self._origin: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}  # alias -> registered name
 
-    def register(self, name: str | None = None, origin: str | None = None) -> Callable:
+    def register(self, name: str | None = None, origin: str | None = None,
+                 aliases: tuple[str, ...] = ()) -> Callable:
         def deco(obj):
             where = _origin_of(obj, origin)
             if not where.startswith("built-in"):
@@ -47,13 +103,17 @@ class Registry:
             # a class's own `type` only: a subclass of a registered layer gets its own name
             own = vars(obj).get("type") if isinstance(obj, type) else None
             key = name or own or obj.__name__
-            old = self._types.get(key)
-            if old is not None and old is not obj and not _same_definition(old, obj):
-                raise UserError(f"{self.kind} type \"{key}\" is registered twice: by "
-                                f"{self.origin[key]} and by {where}; rename one of them")
+            for k in (key, *aliases):
+                old = self._types.get(self._aliases.get(k, k))
+                if old is not None and old is not obj and not _same_definition(old, obj):
+                    raise UserError(f"{self.kind} type \"{k}\" is registered twice: by "
+                                    f"{self._origin[self._aliases.get(k, k)]} and by {where}; "
+                                    f"rename one of them")
+            if key not in self._types:
+                self._origin[key] = where
             self._types[key] = obj
-            if old is None:
-                self.origin[key] = where
+            for alias in aliases:
+                self._aliases[alias] = key
             if isinstance(obj, type):
                 obj.type = key
             return obj
@@ -70,29 +130,127 @@ class Registry:
                 raise
 
     def get(self, name: str) -> Any:
-        """The type registered as `name`; an entry-point plugin declaring it loads now."""
-        from . import plugins
-
+        """The type registered as `name` (or aliased to it); an entry-point plugin declaring
+        it is imported now. An unknown name lists the known ones and the closest."""
         self._load_builtins()
+        name = self._aliases.get(name, name)
         if name not in self._types:
-            plugins.load_entry_point(self, name)
+            self._load_entry_point(name)
         if name not in self._types:
-            known = sorted(set(self._types) | set(plugins.entry_point_names(self.kind)))
+            known = sorted(set(self._types) | set(self.entry_point_names()))
             raise UserError(
                 f"unknown {self.kind} type \"{name}\"{did_you_mean(name, known)}; "
                 f"known types: {', '.join(known)}"
             )
-        plugins.check_no_rival_entry_point(self, name)
+        self._check_no_rival_entry_point(name)
         return self._types[name]
+
+    def lookup(self, name: str) -> Any | None:
+        """The type registered as `name` or aliased to it, or None; loads no plugin."""
+        self._load_builtins()
+        return self._types.get(self._aliases.get(name, name))
 
     def names(self) -> list[str]:
         """Registered names (entry points not loaded yet are not included)."""
         self._load_builtins()
         return sorted(self._types)
 
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, type) of every registered type, by name."""
+        return [(name, self._types[name]) for name in self.names()]
+
+    def origin_of(self, name: str) -> str:
+        """Where a registered type came from ("built-in (...)", "plugin file ...", ...)."""
+        return self._origin.get(self._aliases.get(name, name), "?")
+
+    def aliases_of(self, name: str) -> list[str]:
+        return sorted(a for a, target in self._aliases.items() if target == name)
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` and its aliases (a notebook redefining a type, a test cleaning up)."""
+        self._types.pop(name, None)
+        self._origin.pop(name, None)
+        for alias in self.aliases_of(name):
+            del self._aliases[alias]
+
+    def save(self) -> tuple:
+        """The registry's contents, for `restore` (tests that register throwaway types)."""
+        self._load_builtins()
+        return dict(self._types), dict(self._origin), dict(self._aliases)
+
+    def restore(self, saved: tuple) -> None:
+        types, origin, aliases = saved
+        self._types, self._origin, self._aliases = dict(types), dict(origin), dict(aliases)
+        for name, obj in types.items():  # a test may have re-registered a class under a name
+            if isinstance(obj, type):
+                obj.type = name
+
     def __contains__(self, name: str) -> bool:
         self._load_builtins()
-        return name in self._types
+        return self._aliases.get(name, name) in self._types
+
+    # -- entry points of this kind ---------------------------------------------------------
+    def entry_point_names(self) -> list[str]:
+        return sorted(_index()[self.group]) if self.group else []
+
+    def _single_entry_point(self, name: str) -> EntryPoint | None:
+        eps = _index()[self.group].get(name, []) if self.group else []
+        if len(eps) > 1:
+            raise UserError(f"{self.kind} type \"{name}\" is declared by two plugins: "
+                            f"{describe_entry_point(eps[0])} and {describe_entry_point(eps[1])}; "
+                            f"uninstall one of them")
+        return eps[0] if eps else None
+
+    def _load_entry_point(self, name: str) -> None:
+        """Import the plugin whose entry point is called `name` in this kind's group, if any."""
+        ep = self._single_entry_point(name)
+        if ep is None:
+            return
+        origin = describe_entry_point(ep)
+        with registering_from(origin):
+            try:
+                obj = ep.load()
+            except UserError as exc:
+                raise UserError(f"{self.kind} type \"{name}\" comes from {origin}, which failed "
+                                f"to load: {exc}") from exc
+            except Exception as exc:  # the plugin's own bug: name it, do not crash
+                raise UserError(f"{self.kind} type \"{name}\" comes from {origin}, which failed "
+                                f"to load: {type(exc).__name__}: {exc}") from exc
+            if name not in self._types:
+                if isinstance(obj, type) and not vars(obj).get("type"):
+                    self.register(name)(obj)
+                else:
+                    got = vars(obj).get("type") if isinstance(obj, type) else None
+                    got = got or getattr(obj, "__name__", repr(obj))
+                    raise UserError(f"{origin} loaded, but registered no {self.kind} type "
+                                    f"\"{name}\" (it gave {got}); the entry point's name must "
+                                    f"be the type name")
+
+    def _check_no_rival_entry_point(self, name: str) -> None:
+        """A type found in the registry must not also be declared by another plugin's entry
+        point."""
+        ep = self._single_entry_point(name)
+        if ep is None or self._origin.get(name, "").startswith(f"plugin {_dist_name(ep)} ("):
+            return
+        module = getattr(self._types[name], "__module__", None) or ""
+        if module.split(".")[0] == ep.module.split(".")[0]:
+            self._origin[name] = describe_entry_point(ep)  # the package itself, imported directly
+        else:
+            raise UserError(f"{self.kind} type \"{name}\" is registered twice: by "
+                            f"{self._origin.get(name)} and by {describe_entry_point(ep)}; rename "
+                            f"or uninstall one of them")
+
+    def load_all(self) -> dict[str, str]:
+        """Load every entry point of this kind (for listings); returns name -> error of those
+        that fail (they are left out, the rest still listed)."""
+        self._load_builtins()
+        errors = {}
+        for name in self.entry_point_names():
+            try:
+                self.get(name)
+            except UserError as exc:
+                errors[name] = str(exc)
+        return errors
 
 
 def _origin_of(obj: Any, origin: str | None) -> str:
@@ -118,14 +276,16 @@ LR_POLICIES = Registry("lr_policy", "layerflow.solvers")
 REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES}
 
 
-def register_layer(name_or_cls=None):
-    """Register a Layer subclass under its YAML `type` name (default: the class name).
+def register_layer(name_or_cls=None, *, aliases: tuple[str, ...] = ()):
+    """Register a Layer subclass under its YAML `type` name (default: the class name), and
+    under `aliases` too (other names a net file may use for it, e.g. Caffe's).
 
-    Use as `@register_layer` or `@register_layer("Name")`.
+    Use as `@register_layer`, `@register_layer("Name")` or
+    `@register_layer(aliases=("CaffeName",))`.
     """
     if isinstance(name_or_cls, type):
-        return LAYERS.register()(name_or_cls)
-    return LAYERS.register(name_or_cls)
+        return LAYERS.register(aliases=aliases)(name_or_cls)
+    return LAYERS.register(name_or_cls, aliases=aliases)
 
 
 def register_solver(name_or_cls=None):

@@ -68,7 +68,7 @@ class SoftmaxLossParams(BaseModel):
                                                            "nothing (loss and gradient)")
 
 
-@register_layer
+@register_layer(aliases=("SoftmaxWithLoss",))  # Caffe's name for it
 class SoftmaxLoss(ClassifierLayer):
     Params = SoftmaxLossParams
     is_loss = True

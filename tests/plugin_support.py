@@ -73,10 +73,10 @@ def fake_dist(root: Path, dist: str, entry_points: dict[str, dict[str, str]],
 
 def use_site(site: Path) -> None:
     """Make an installed-plugin folder visible to this process (clean_registry undoes it)."""
-    from layerflow import plugins
+    from layerflow.registry import refresh_entry_points
 
     sys.path.insert(0, str(site))
-    plugins.refresh()
+    refresh_entry_points()
 
 
 def _builds_wheels_offline() -> bool:
@@ -114,30 +114,21 @@ def swish_site(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def clean_registry(tmp_path_factory):
-    from layerflow import plugins
-    from layerflow.registry import REGISTRIES
+    from layerflow.registry import REGISTRIES, refresh_entry_points
 
-    for r in REGISTRIES.values():
-        r._load_builtins()
-    saved = {k: (dict(r._types), dict(r.origin)) for k, r in REGISTRIES.items()}
+    saved = {k: r.save() for k, r in REGISTRIES.items()}
     path = list(sys.path)
     modules = set(sys.modules)
     yield
     for k, r in REGISTRIES.items():
-        r._types.clear()
-        r._types.update(saved[k][0])
-        r.origin.clear()
-        r.origin.update(saved[k][1])
-        for name, obj in saved[k][0].items():  # a test may re-register a class under a name
-            if isinstance(obj, type):
-                obj.type = name
+        r.restore(saved[k])
     sys.path[:] = path
     temp = str(tmp_path_factory.getbasetemp())
     for name in set(sys.modules) - modules:
         file = getattr(sys.modules[name], "__file__", None) or ""
         if name.startswith("layerflow_plugin_") or file.startswith(temp):
             del sys.modules[name]
-    plugins.refresh()
+    refresh_entry_points()
 
 
 def subprocess_env(*sites: Path) -> dict:
@@ -162,7 +153,7 @@ class Cli:
         return SimpleNamespace(code=result.exit_code, out=result.stdout, err=result.stderr)
 
     def sub(self, *args, sites=(), cwd=None, timeout=300):
-        exe = [sys.executable, "-c", "from layerflow.cli.main import main; main()"]
+        exe = [sys.executable, "-c", "from layerflow.cli.__main__ import main; main()"]
         proc = subprocess.run(exe + [str(a) for a in args], capture_output=True, text=True,
                               env=subprocess_env(*sites), cwd=cwd, timeout=timeout)
         return SimpleNamespace(code=proc.returncode, out=proc.stdout, err=proc.stderr)

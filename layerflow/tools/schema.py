@@ -30,25 +30,25 @@ def schema(kind: str = "net", plugins: list[str] | None = None) -> dict:
 
 
 def _load(kind: str, plugins):
-    from ..plugins import load_all, load_plugins
+    from ..plugins import load_plugins
     from ..registry import REGISTRIES
 
     load_plugins(plugins)
-    load_all(kind)  # a plugin failing to load is left out (layerflow layers names it)
-    return REGISTRIES[kind]
+    registry = REGISTRIES[kind]
+    registry.load_all()  # a plugin failing to load is left out (layerflow layers names it)
+    return registry
 
 
 def net_schema(plugins: list[str] | None = None) -> dict:
     registry = _load("layer", plugins)
     members = []
-    for name in registry.names():
-        cls = registry._types[name]
+    for name, cls in registry.items():
         own = {k: (f.annotation, f) for k, f in cls.Params.model_fields.items()
                if k not in GENERIC_KEYS}
         model = create_model(
             f"{name}Layer", __base__=LayerSpec, __doc__=_summary(cls) or name,
             type=(Literal[name], Field(description=f"layer type {name} "
-                                                   f"({registry.origin.get(name, '?')})")),
+                                                   f"({registry.origin_of(name)})")),
             **own)
         members.append(model)
     if not members:

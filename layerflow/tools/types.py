@@ -11,21 +11,21 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, a_an, did_you_mean
 from . import table
 
 KINDS = ("layer", "solver", "lr_policy")
 
 
 def _registry(kind: str, plugins: list[str] | None):
-    from ..plugins import load_all, load_plugins
+    from ..plugins import load_plugins
     from ..registry import REGISTRIES
 
     if kind not in REGISTRIES:
         raise UserError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     load_plugins(plugins)
-    failed = load_all(kind)
-    return REGISTRIES[kind], failed
+    registry = REGISTRIES[kind]
+    return registry, registry.load_all()
 
 
 def _doc(obj: Any) -> str:
@@ -50,9 +50,10 @@ def list_types(kind: str = "layer", plugins: list[str] | None = None) -> dict:
     """Every type of `kind` (built-in, entry-point plugins, --plugin ones) with its origin."""
     registry, failed = _registry(kind, plugins)
     rows = []
-    for name in registry.names():
-        obj = registry._types[name]
-        row = {"type": name, "origin": registry.origin.get(name, "?"), "summary": _summary(obj)}
+    for name, obj in registry.items():
+        row = {"type": name, "origin": registry.origin_of(name), "summary": _summary(obj)}
+        if registry.aliases_of(name):
+            row["aliases"] = registry.aliases_of(name)
         if kind == "layer":
             row.update(bottoms=_arity(obj.num_bottoms), tops=_arity(obj.num_tops),
                        loss=bool(obj.is_loss))
@@ -63,20 +64,30 @@ def list_types(kind: str = "layer", plugins: list[str] | None = None) -> dict:
 
 def describe_type(name: str, kind: str = "layer", plugins: list[str] | None = None) -> dict:
     """One type: origin, arity, docstring and its keys (`params`) from its pydantic model."""
+    from ..registry import REGISTRIES
+
     registry, failed = _registry(kind, plugins)
-    if name not in registry._types:
+    obj = registry.lookup(name)
+    if obj is None:
         if name in failed:
             raise UserError(failed[name])
+        for other, reg in REGISTRIES.items():  # `layerflow layers SGD`: a solver, not a layer
+            if other != kind and name in reg:
+                raise UserError(f"{name} is {a_an(other.replace('_', '-'))} type, not "
+                                f"{a_an(kind.replace('_', '-'))} type: use "
+                                f"`layerflow layers --kind {other} {name}`")
         known = registry.names()
         raise UserError(f"unknown {kind} type \"{name}\"{did_you_mean(name, known)}; known "
                         f"types: {', '.join(known)}")
-    obj = registry._types[name]
-    out = {"kind": kind, "type": name, "origin": registry.origin.get(name, "?"),
+    canonical = obj.type if kind != "lr_policy" else name
+    out = {"kind": kind, "type": canonical, "origin": registry.origin_of(name),
            "doc": _doc(obj)}
+    if registry.aliases_of(canonical):
+        out["aliases"] = registry.aliases_of(canonical)
     if kind == "layer":
         out.update(bottoms=_arity(obj.num_bottoms), tops=_arity(obj.num_tops),
                    loss=bool(obj.is_loss), params=model_fields(obj.Params))
-        if getattr(obj, "kink", None) is not None:
+        if obj.kink is not None:
             out["kink"] = obj.kink
     elif kind == "solver":
         from ..config import SolverSpec
@@ -167,21 +178,26 @@ def yaml_flow(v: Any) -> str:
     return str(v)
 
 
+def _named(t: dict) -> str:
+    """'SoftmaxLoss (also SoftmaxWithLoss)'."""
+    return t["type"] + (f" (also {', '.join(t['aliases'])})" if t.get("aliases") else "")
+
+
 def format_types(r: dict) -> str:
     if r["kind"] == "layer":
-        rows = [[t["type"], t["bottoms"], t["tops"], t["origin"], t["summary"]]
+        rows = [[_named(t), t["bottoms"], t["tops"], t["origin"], t["summary"]]
                 for t in r["types"]]
         text = table(["type", "bottoms", "tops", "from", "what"], rows, "lrrll")
     else:
         text = table(["type", "from", "what"],
-                     [[t["type"], t["origin"], t["summary"]] for t in r["types"]], "lll")
+                     [[_named(t), t["origin"], t["summary"]] for t in r["types"]], "lll")
     for f in r["failed"]:
         text += f"\nfailed to load: {f['error']}"
     return text
 
 
 def format_type(r: dict) -> str:
-    lines = [f"{r['type']} ({r['kind']}), from {r['origin']}"]
+    lines = [f"{_named(r)} ({r['kind']}), from {r['origin']}"]
     if r["kind"] == "layer":
         lines.append(f"bottoms: {r['bottoms']}, tops: {r['tops']}"
                      + (", a loss layer (loss_weight 1 on its first top)" if r["loss"] else "")

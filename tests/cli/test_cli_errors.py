@@ -50,7 +50,7 @@ def test_python_tags_are_rejected_and_never_run(cli, tmp_path):
     for name, (old, new) in cases.items():
         project = cli.make_project(root)
         text = replace(root / name, old, new)
-        proc = subprocess.run([sys.executable, "-m", "layerflow.cli.main", "train",
+        proc = subprocess.run([sys.executable, "-m", "layerflow.cli", "train",
                                str(project.solver)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout

@@ -107,7 +107,7 @@ def test_entry_point_plugin_is_imported_only_when_a_net_uses_it(tmp_path):
     y, x = forward_twice(net)
     np.testing.assert_array_equal(y, 2 * x)
     assert "lfp_twice" in sys.modules
-    origin = LAYERS.origin["Twice"]
+    origin = LAYERS.origin_of("Twice")
     assert "lf-twice 0.1" in origin and "entry point layerflow.layers: Twice = lfp_twice:Twice" \
         in origin
 
@@ -127,7 +127,7 @@ def test_importing_an_installed_plugin_directly_is_not_a_clash(tmp_path):
 
     net = lf.Net.from_string(USES_TWICE)
     assert net.layer_by_name["tw"].__class__ is lfp_twice.Twice
-    assert "entry point" in LAYERS.origin["Twice"]
+    assert "entry point" in LAYERS.origin_of("Twice")
 
 
 def test_solver_and_lr_policy_from_entry_points(tmp_path):
@@ -159,7 +159,7 @@ def test_solver_and_lr_policy_from_entry_points(tmp_path):
     before = solver.net.params["ip1"]["weight"].data.copy()
     solver.step(2)
     assert not np.array_equal(before, solver.net.params["ip1"]["weight"].data)
-    assert "lf-gd 0.1" in SOLVERS.origin["PlainGD"] and "lf-gd" in LR_POLICIES.origin["halving"]
+    assert "lf-gd 0.1" in SOLVERS.origin_of("PlainGD") and "lf-gd" in LR_POLICIES.origin_of("halving")
 
 
 # -- way 2: `plugins:` in the net YAML ------------------------------------------------------
@@ -172,7 +172,7 @@ def test_plugins_key_loads_a_py_file_relative_to_the_yaml(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # not the YAML's folder: the path is relative to the YAML
     y, x = forward_twice(lf.Net.from_yaml(net_file))
     np.testing.assert_array_equal(y, 2 * x)
-    assert LAYERS.origin["Twice"] == f"plugin file {tmp_path / 'nets' / 'mine' / 'twice.py'}"
+    assert LAYERS.origin_of("Twice") == f"plugin file {tmp_path / 'nets' / 'mine' / 'twice.py'}"
 
 
 def test_plugins_key_loads_a_module(tmp_path):
@@ -180,7 +180,7 @@ def test_plugins_key_loads_a_module(tmp_path):
     sys.path.insert(0, str(tmp_path))
     net = lf.Net.from_string("plugins: [lfp_mod_twice]\n" + USES_TWICE)
     assert forward_twice(net)[0][0, 1] == 2.0
-    assert LAYERS.origin["Twice"] == "plugin module lfp_mod_twice"
+    assert LAYERS.origin_of("Twice") == "plugin module lfp_mod_twice"
 
 
 def test_plugins_key_missing_file_or_module_is_a_user_error_with_its_place(tmp_path):
@@ -216,7 +216,7 @@ def test_plugin_option_on_every_command(project, cli, monkeypatch):
                 ["layers", "Twice"], ["layers"], ["schema", "net"]]
 
     def forget_plugin():  # so that every command must load the plugin itself
-        LAYERS._types.pop("Twice", None)
+        LAYERS.unregister("Twice")
         for name in [m for m in sys.modules if m.startswith("layerflow_plugin_twice")]:
             del sys.modules[name]
 

@@ -14,7 +14,7 @@ import numpy as np
 from layerflow.snapshot import list_snapshots
 from trainer_helpers import metrics, newest, newest_weights, run, weights_of, write
 
-TRAIN = [sys.executable, "-m", "layerflow.cli.main", "train"]
+TRAIN = [sys.executable, "-m", "layerflow.cli", "train"]
 
 
 def wait_for(condition, timeout=60.0, proc=None):

@@ -107,6 +107,6 @@ def metrics(prefix: Path) -> list[dict]:
 def cli(*args, **kw) -> subprocess.Popen:
     """`layerflow ARGS` in a subprocess (the same interpreter), output captured."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "layerflow.cli.main", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "layerflow.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, **kw)

@@ -94,7 +94,7 @@ def test_found_through_the_entry_point():
     from layerflow.registry import LAYERS
 
     assert LAYERS.get("Swish") is Swish
-    assert "layerflow-swish" in LAYERS.origin["Swish"]
+    assert "layerflow-swish" in LAYERS.origin_of("Swish")
 
 
 def test_example_net_trains():
