@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UserError, a_an, did_you_mean
+from .errors import UserError, a_an, did_you_mean, file_error
 
 Path_ = tuple  # a key path: ("layers", 3, "num_output")
 
@@ -119,12 +119,8 @@ def load_yaml(path: str | Path) -> Source:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{file}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{file}: is a folder, expected a YAML file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: cannot read: {exc}") from None
+        raise file_error(file, exc, "a YAML file") from None
     return load_yaml_text(text, file)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, file_error
 
 # ---- checks shared by the readers ------------------------------------------------------
 
@@ -71,12 +71,8 @@ def _open(path):
     """open(path, "rb"), its usual failures turned into UserErrors naming the file."""
     try:
         return open(path, "rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a data file") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise file_error(path, exc, "a data file") from None
 
 
 def _read_bytes(path) -> bytes:
@@ -191,10 +187,8 @@ def read_npz(path, names) -> dict[str, np.ndarray]:
     names = list(names)
     try:
         archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected an .npz file") from None
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise file_error(path, exc, "an .npz file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a readable .npz archive ({exc})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -266,13 +260,9 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
                                         f"on it")
                     parsed.append(v)
                 values.append(parsed)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a CSV file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
-    except (OSError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise file_error(path, exc, "a CSV file") from None
+    except csv.Error as exc:
         raise UserError(f"{path}: cannot read: {exc}") from None
     if not values:
         raise UserError(f"{path}: a header row but no data rows")

@@ -34,6 +34,25 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f' (did you mean "{by_lower[close[0]]}"?)' if close else ""
 
 
+def file_error(path, exc: Exception, expected: str = "a file", what: str = "file",
+               cls: type[UserError] = UserError) -> UserError:
+    """The UserError for a file that could not be opened or read, naming it:
+    '<path>: file not found', '<path>: is a folder, expected a YAML file',
+    '<path>: not a UTF-8 text file (...)' or '<path>: cannot read: <reason>'.
+
+    `expected` says what the path should have been, `what` names the file in the other
+    messages ("weights file"); `cls` is the error class (SnapshotError for snapshots).
+    """
+    if isinstance(exc, FileNotFoundError):
+        return cls(f"{path}: {what} not found")
+    if isinstance(exc, IsADirectoryError):
+        return cls(f"{path}: is a folder, expected {expected}")
+    if isinstance(exc, UnicodeDecodeError):
+        return cls(f"{path}: not a UTF-8 text file ({exc.reason})")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return cls(f"{path}: cannot read{'' if what == 'file' else ' ' + what}: {reason}")
+
+
 def a_an(word: str) -> str:
     """'a ReLU', 'an Eltwise', 'an SVMLoss', 'an LRN': the article by how the name sounds
     (an initialism read letter by letter starts with a vowel sound for F H L M N R S X)."""

@@ -29,7 +29,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from .errors import UserError
+from .errors import UserError, file_error
 
 FORMAT = "layerflow-snapshot-1"
 
@@ -90,10 +90,8 @@ def read_safetensors(path: Path, what: str) -> tuple[dict[str, np.ndarray], dict
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise SnapshotError(f"{path}: {what} file not found") from None
     except OSError as exc:
-        raise SnapshotError(f"{path}: cannot read {what}: {exc}") from None
+        raise file_error(path, exc, f"a {what} file", f"{what} file", SnapshotError) from None
     try:
         arrays = st_load(data)
         header_len = int.from_bytes(data[:8], "little")

@@ -27,6 +27,7 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from layerflow import Layer, UserError, register_layer
+from layerflow.errors import file_error
 from layerflow import data as datasets
 
 
@@ -236,8 +237,8 @@ class Data(Layer):
             path = self._path(p.mean_file)
             try:
                 mean = np.load(path, allow_pickle=False)
-            except FileNotFoundError:
-                raise self._error(f"mean_file {path}: file not found") from None
+            except (FileNotFoundError, IsADirectoryError) as exc:
+                raise self._error(f"mean_file {file_error(path, exc, 'an .npy file')}") from None
             except (OSError, ValueError, EOFError) as exc:
                 raise self._error(f"mean_file {path}: not a readable .npy file ({exc})") from None
             if not isinstance(mean, np.ndarray) or mean.dtype.kind not in "iuf":

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, file_error
 
 SKIP = {"event", "iter", "elapsed_s"}
 
@@ -25,10 +25,8 @@ def read_metrics(path: str | Path) -> dict:
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read: {exc}") from None
+        raise file_error(path, exc, "a metrics file (.jsonl)") from None
     events: dict[str, dict[int, dict]] = {"train": {}, "test": {}}
     for n, line in enumerate(lines, 1):
         if not line.strip():
