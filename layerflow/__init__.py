@@ -1,14 +1,15 @@
 """layerflow: Caffe's workflow in Python. YAML nets of Numba-jitted layers.
 
 The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
-`register_solver`, `register_lr_policy`, `FillerSpec`, `fill`, `UserError`, `gradcheck`.
+`register_solver`, `register_lr_policy`, `register_source` (with `DataSource`, in
+`layerflow.sources`), `FillerSpec`, `fill`, `UserError`, `gradcheck`.
 """
 from .errors import UserError
 from .fillers import FillerSpec, fill
 from .layer import Layer, NoParams, Param
 # Imported eagerly so that `layerflow.gradcheck` is the function, not its module.
 from .gradcheck import GradcheckResult, check_layer, gradcheck
-from .registry import register_layer, register_lr_policy, register_solver
+from .registry import register_layer, register_lr_policy, register_solver, register_source
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,5 @@ def __getattr__(name):
 
 
 __all__ = ["UserError", "FillerSpec", "fill", "Layer", "NoParams", "Param", "register_layer",
-           "register_lr_policy", "register_solver", "Net", "Solver", "gradcheck", "check_layer",
+           "register_lr_policy", "register_solver", "register_source", "Net", "Solver", "gradcheck", "check_layer",
            "GradcheckResult", "__version__"]

@@ -207,7 +207,8 @@ def raise_validation(err: ValidationError, src: Source, prefix: Path_ = (),
         loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in
                                                                      ("str", "int", "float"))))
         path = prefix + loc
-        msg = e["msg"]
+        # our own validators' messages read better without pydantic's label
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown key{did_you_mean(str(loc[-1]), _keys_at(model, loc))}" if loc \
                 else "unknown key"

@@ -42,7 +42,7 @@ def registering_from(origin: str) -> Iterator[None]:
 # ---- entry points ------------------------------------------------------------------------
 
 GROUPS = {"layer": "layerflow.layers", "solver": "layerflow.solvers",
-          "lr_policy": "layerflow.lr_policies"}
+          "lr_policy": "layerflow.lr_policies", "source": "layerflow.sources"}
 
 _INDEX: dict[str, dict[str, list[EntryPoint]]] | None = None
 
@@ -273,7 +273,8 @@ def _same_definition(old: Any, new: Any) -> bool:
 LAYERS = Registry("layer", "layerflow.layers")
 SOLVERS = Registry("solver", "layerflow.solvers")
 LR_POLICIES = Registry("lr_policy", "layerflow.solvers")
-REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES}
+SOURCES = Registry("source", "layerflow.sources")
+REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES, "source": SOURCES}
 
 
 def register_layer(name_or_cls=None, *, aliases: tuple[str, ...] = ()):
@@ -293,6 +294,18 @@ def register_solver(name_or_cls=None):
     if isinstance(name_or_cls, type):
         return SOLVERS.register()(name_or_cls)
     return SOLVERS.register(name_or_cls)
+
+
+def register_source(name: str, *, suffixes: tuple[str, ...] = ()):
+    """Register a DataSource subclass under `name` (a Data layer's `source` or `backend`).
+
+    `suffixes`: file suffixes that select it when `source` is a path (".npz").
+    """
+    def deco(cls):
+        cls.name = name
+        cls.suffixes = tuple(s.lower() for s in suffixes) or cls.suffixes
+        return SOURCES.register(name)(cls)
+    return deco
 
 
 def register_lr_policy(name: str):

@@ -43,7 +43,7 @@ def net_schema(plugins: list[str] | None = None) -> dict:
     registry = _load("layer", plugins)
     members = []
     for name, cls in registry.items():
-        own = {k: (f.annotation, f) for k, f in cls.Params.model_fields.items()
+        own = {k: (f.annotation, f) for k, f in cls.params_model({}).model_fields.items()
                if k not in GENERIC_KEYS}
         model = create_model(
             f"{name}Layer", __base__=LayerSpec, __doc__=_summary(cls) or name,

@@ -86,7 +86,7 @@ def describe_type(name: str, kind: str = "layer", plugins: list[str] | None = No
         out["aliases"] = registry.aliases_of(canonical)
     if kind == "layer":
         out.update(bottoms=_arity(obj.num_bottoms), tops=_arity(obj.num_tops),
-                   loss=bool(obj.is_loss), params=model_fields(obj.Params))
+                   loss=bool(obj.is_loss), params=model_fields(obj.params_model({})))
         if obj.kink is not None:
             out["kink"] = obj.kink
     elif kind == "solver":

@@ -16,7 +16,7 @@ from layerflow.layers.data import Data, gather_transform
 
 def make(tmp_path=".", tops=("data", "label"), seed=0, dtype=np.float32, phase="train",
          **params):
-    layer = Data("data", Data.Params(**params), phase=phase, dtype=dtype,
+    layer = Data("data", Data.params_model(params)(**params), phase=phase, dtype=dtype,
                  rng=np.random.default_rng(seed), base_dir=tmp_path, top_names=list(tops))
     layer.shapes = layer.build([])
     return layer
@@ -218,7 +218,7 @@ def test_fashion_mnist_split_defaults_to_phase(tmp_path, monkeypatch):
 def test_bad_params(params, message):
     params.setdefault("batch_size", 2)
     with pytest.raises(ValidationError, match=message):
-        Data.Params(**params)
+        Data.params_model(params)(**params)
 
 
 def test_bad_key_in_yaml_points_at_it():
