@@ -39,8 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from layerflow import FillerSpec, Layer, UserError, register_layer
 
+# Sums may be reassociated so LLVM vectorizes them (numpy's sums are SIMD too); no flag
+# that changes NaN or inf handling.
+REDUCE = {"reassoc", "nsz"}
 
-@njit(cache=True)
+
+@njit(cache=True, fastmath=REDUCE)
 def batch_norm_train_forward(x, eps, maf, correction, out, mean, var, std, run_mean, run_var,
                              run_factor):
     """Normalize x (N, C, S) with its own per-channel statistics into out (N, C, S).
@@ -104,7 +108,7 @@ def batch_norm_global_forward(x, eps, run_mean, run_var, run_factor, out, mean, 
                 out[i, j, k] = (x[i, j, k] - mu) / sd
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE)
 def batch_norm_train_backward(y, dout, std, sums, dx):
     """dx (N, C, S) = (dout - mean(dout) - mean(dout*y) * y) / std, means per channel over
     (N, S); y is the forward's output (the normalized x); sums (2, C) is scratch."""

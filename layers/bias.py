@@ -24,6 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from layerflow import FillerSpec, Layer, UserError, register_layer
 
+# Sums may be reassociated so LLVM vectorizes them (numpy's sums are SIMD too); no flag
+# that changes NaN or inf handling.
+REDUCE = {"reassoc", "nsz"}
+
 
 @njit(cache=True)
 def bias_forward(x, b, out):
@@ -36,7 +40,7 @@ def bias_forward(x, b, out):
                 out[o, d, i] = x[o, d, i] + bd
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE)
 def bias_backward(dout, db):
     """db (D,) += sum over O and I of dout (O, D, I)."""
     n_outer, dim, inner = dout.shape

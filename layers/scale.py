@@ -27,7 +27,7 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from layerflow import FillerSpec, Layer, UserError, register_layer
-from layerflow.layers.bias import broadcast_dims, covered_shape
+from layerflow.layers.bias import REDUCE, broadcast_dims, covered_shape
 
 
 @njit(cache=True)
@@ -53,7 +53,7 @@ def scale_bias_forward(x, w, b, out):
                 out[o, d, i] = x[o, d, i] * wd + bd
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE)
 def scale_backward(x, dout, w, dx, dw, db, want_dx, want_dw, want_db):
     """One pass over dout (O, D, I): dx = dout * w[d] (if want_dx);
     dw (D,) += sum_{o,i} dout * x (if want_dw); db (D,) += sum_{o,i} dout (if want_db).

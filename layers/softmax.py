@@ -7,7 +7,8 @@ position is an independent softmax over dim:
     dx[o, c, i] = y[o, c, i] * (dout[o, c, i] - sum_c' dout[o, c', i] * y[o, c', i])
 Subtracting the max keeps exp from overflowing. The loops run over c outside and i inside,
 so the memory is read in order whatever the axis (a scratch row of `inner` values carries the
-running max and sums).
+running max and sums); with inner == 1 ((N, classes) scores) a row is one contiguous run and
+the max and sums stay in registers.
 
 Source: Caffe's softmax_layer.cpp. Errors: axis out of range for the bottom (UserError naming
 the layer, the axis and the shape).
@@ -21,10 +22,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from layerflow import Layer, UserError, register_layer
 
 
-@njit(cache=True)
+# Sums may be reassociated so LLVM vectorizes them; no flag that changes NaN or inf handling.
+REDUCE = {"reassoc", "nsz"}
+
+
+@njit(cache=True, fastmath=REDUCE)
 def softmax_forward(x, out, scratch):
     """out (O, D, I) = softmax of x (O, D, I) over D; scratch: (2, I) of x's dtype."""
     n_outer, dim, inner = x.shape
+    if inner == 1:  # (N, classes): one contiguous row per softmax, scalars in registers
+        for o in range(n_outer):
+            m = x[o, 0, 0]
+            for c in range(1, dim):
+                if x[o, c, 0] > m:
+                    m = x[o, c, 0]
+            for c in range(dim):
+                out[o, c, 0] = np.exp(x[o, c, 0] - m)
+            total = x.dtype.type(0)
+            for c in range(dim):
+                total += out[o, c, 0]
+            for c in range(dim):
+                out[o, c, 0] = out[o, c, 0] / total
+        return
     mx = scratch[0]
     total = scratch[1]
     for o in range(n_outer):
@@ -37,18 +56,27 @@ def softmax_forward(x, out, scratch):
                     mx[i] = x[o, c, i]
         for c in range(dim):
             for i in range(inner):
-                e = np.exp(x[o, c, i] - mx[i])
-                out[o, c, i] = e
-                total[i] += e
+                out[o, c, i] = np.exp(x[o, c, i] - mx[i])
+        for c in range(dim):
+            for i in range(inner):
+                total[i] += out[o, c, i]
         for c in range(dim):
             for i in range(inner):
                 out[o, c, i] = out[o, c, i] / total[i]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE)
 def softmax_backward(y, dout, dx, scratch):
     """dx (O, D, I) = y * (dout - sum_D(dout * y)); y: the forward's output; scratch: (2, I)."""
     n_outer, dim, inner = y.shape
+    if inner == 1:
+        for o in range(n_outer):
+            dot = y.dtype.type(0)
+            for c in range(dim):
+                dot += dout[o, c, 0] * y[o, c, 0]
+            for c in range(dim):
+                dx[o, c, 0] = y[o, c, 0] * (dout[o, c, 0] - dot)
+        return
     dot = scratch[0]
     for o in range(n_outer):
         for i in range(inner):

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 
 import layerflow as lf
 from layerflow.gradcheck import check_layer, gradcheck
-from layerflow.layers.dropout import Dropout
+from layerflow.layers.dropout import Dropout, float32_threshold
 from layerflow.registry import LAYERS
 
 SHAPE = (4, 3, 5)
@@ -22,7 +22,8 @@ def uniforms(seed, shape, draws=1):
     """The uniforms a layer seeded with `seed` draws, forward after forward (an independent
     generator with the same seed)."""
     g = np.random.default_rng(seed)
-    return [g.random(int(np.prod(shape))).reshape(shape) for _ in range(draws)]
+    return [g.random(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+            for _ in range(draws)]
 
 
 def test_registered():
@@ -39,6 +40,19 @@ def test_train_forward_keeps_uniform_above_ratio_and_scales(rng, ratio):
         np.testing.assert_array_equal(y[~keep], 0.0)
         np.testing.assert_allclose(y[keep], x[keep] / (1 - ratio), rtol=1e-15)
     assert not np.array_equal(ys[0], ys[1])  # a new mask every forward
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.25, 1 / 3, 0.5, 0.7, 0.9, 0.999])
+def test_float32_threshold_keeps_exactly_the_uniforms_above_the_ratio(ratio):
+    t = float32_threshold(ratio)
+    assert t.dtype == np.float32
+    up = down = np.float32(ratio)
+    near = [up, np.float32(0), np.float32(1 - 2 ** -24)]
+    for _ in range(3):  # the float32 grid points right around the ratio
+        up, down = np.nextafter(up, np.float32(2)), np.nextafter(down, np.float32(-1))
+        near += [up, down]
+    u = np.array(near, np.float32)
+    np.testing.assert_array_equal(u > t, u.astype(np.float64) > ratio)
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
