@@ -53,4 +53,6 @@ def fill(spec: FillerSpec, shape: tuple[int, ...], dtype, rng: np.random.Generat
         out = rng.uniform(-a, a, size=shape)
     else:  # msra
         out = rng.normal(0.0, np.sqrt(2.0 / _fan(shape, spec.variance_norm)), size=shape)
-    return np.ascontiguousarray(out, dtype=dtype)
+    # asarray, not ascontiguousarray: that one turns a 0-d array (a scalar param, Caffe's
+    # 0-axis blob: Scale with num_axes 0) into shape (1,)
+    return np.asarray(out, dtype=dtype, order="C")

@@ -67,14 +67,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _contiguous(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # asarray keeps a 0-d (scalar) param 0-d; ascontiguousarray would save it as shape (1,)
+    return {k: np.asarray(v, order="C") for k, v in arrays.items()}
 
 
 def digest(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of `arrays`, in name order."""
     h = hashlib.sha256()
     for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
+        a = np.asarray(arrays[key], order="C")
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()

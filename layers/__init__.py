@@ -1,12 +1,23 @@
 """The built-in layers. Importing this package registers every one of them."""
 from . import (  # noqa: F401  (imported for their @register_layer side effect)
     accuracy,
+    batch_norm,
+    bias,
+    concat,
+    crop,
     data,
+    dropout,
     eltwise,
+    flatten,
     inner_product,
     input,
     relu,
+    reshape,
+    scale,
     sigmoid,
+    slice,
+    softmax,
     softmax_loss,
+    split,
     svm_loss,
 )

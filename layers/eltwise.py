@@ -3,9 +3,13 @@
 Shapes: every bottom and the top have the same shape.
     SUM:  y = sum_i c_i x_i          (c_i from `coeff`, default 1)   dx_i = c_i dout
     PROD: y = prod_i x_i                                             dx_i = dout prod_{j != i} x_j
-    MAX:  y = max_i x_i, a = argmax (first bottom on ties)           dx_i = dout [a == i]
+    MAX:  y = max_i x_i, a = the winning bottom                      dx_i = dout [a == i]
 PROD's backward multiplies prefix and suffix products instead of dividing y by x_i, so zeros in
 the bottoms are exact.
+
+MAX ties follow Caffe exactly (eltwise_layer.cpp): bottoms 0 and 1 are compared as
+`x0 > x1 ? x0 : x1`, so a tie between them goes to bottom 1; every later bottom replaces the
+running maximum only when strictly greater, so a tie with it keeps the earlier winner.
 """
 from __future__ import annotations
 
@@ -47,8 +51,21 @@ def eltwise_mul_into(a, b, out):
 
 
 @njit(cache=True)
+def eltwise_max_first_two(x0, x1, out, argmax):
+    """out = x0 > x1 ? x0 : x1 and argmax = 0 or 1: Caffe's rule, a tie goes to bottom 1."""
+    for i in range(x0.size):
+        if x0[i] > x1[i]:
+            out[i] = x0[i]
+            argmax[i] = 0
+        else:
+            out[i] = x1[i]
+            argmax[i] = 1
+
+
+@njit(cache=True)
 def eltwise_max(x, k, out, argmax):
-    """Where x > out: out = x and argmax = k (strictly greater, so ties keep the first)."""
+    """Where x > out: out = x and argmax = k (strictly greater: a tie keeps the earlier
+    winner), for bottoms k >= 2."""
     for i in range(x.size):
         if x[i] > out[i]:
             out[i] = x[i]
@@ -122,10 +139,9 @@ class Eltwise(Layer):
             for x in xs[1:]:
                 eltwise_mul(x, out)
         else:
-            out[:] = xs[0]
-            self.argmax[...] = 0
             argmax = self.argmax.reshape(-1)
-            for k in range(1, len(xs)):
+            eltwise_max_first_two(xs[0], xs[1], out, argmax)
+            for k in range(2, len(xs)):
                 eltwise_max(xs[k], k, out, argmax)
         return [self.top]
 

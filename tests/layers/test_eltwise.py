@@ -67,14 +67,32 @@ def test_prod_gradient_with_zeros(lh, rng):
     assert dxs[1][1, 1, 1] == dxs[2][1, 1, 1] == 0
 
 
-def test_max_ties_go_to_the_first_bottom(lh):
-    layer, _ = lh.make_layer(Eltwise, [(3,)] * 3, operation="MAX")
-    xs = [np.array([1.0, 2.0, 0.0]), np.array([1.0, 5.0, 3.0]), np.array([0.0, 5.0, 3.0])]
+def test_max_ties_follow_caffe(lh):
+    """Caffe: bottom 0 vs 1 is `x0 > x1 ? x0 : x1` (a tie goes to bottom 1); bottoms 2+ win
+    only when strictly greater (a tie keeps the earlier winner)."""
+    layer, _ = lh.make_layer(Eltwise, [(6,)] * 3, operation="MAX")
+    xs = [np.array([1.0, 2.0, 0.0, 1.0, 0.0, 5.0]),
+          np.array([1.0, 1.0, 3.0, 1.0, 1.0, 1.0]),
+          np.array([0.0, 2.0, 3.0, 1.0, 4.0, 5.0])]
     (y,) = layer.forward(xs)
-    np.testing.assert_array_equal(y, [1.0, 5.0, 3.0])
-    np.testing.assert_array_equal(layer.argmax, [0, 1, 1])
-    dxs = layer.backward([np.array([10.0, 20.0, 30.0])])
-    np.testing.assert_array_equal(np.stack(dxs), [[10, 0, 0], [0, 20, 30], [0, 0, 0]])
+    np.testing.assert_array_equal(y, [1.0, 2.0, 3.0, 1.0, 4.0, 5.0])
+    # 0: tie 0/1 -> 1; 1: 0 beats 1, 2 ties -> 0; 2: 2 ties 1 -> 1; 3: all tie -> 1;
+    # 4: 2 strictly greatest; 5: 0 beats 1, 2 ties -> 0
+    np.testing.assert_array_equal(layer.argmax, [1, 0, 1, 1, 2, 0])
+    dout = np.arange(1.0, 7.0)
+    dxs = layer.backward([dout])
+    want = np.zeros((3, 6))
+    want[[1, 0, 1, 1, 2, 0], np.arange(6)] = dout
+    np.testing.assert_array_equal(np.stack(dxs), want)
+
+
+def test_max_two_bottoms_tie_goes_to_bottom_1(lh):
+    layer, _ = lh.make_layer(Eltwise, [(3,)] * 2, operation="MAX")
+    layer.forward([np.array([2.0, -1.0, 0.5]), np.array([2.0, -1.0, 0.25])])
+    np.testing.assert_array_equal(layer.argmax, [1, 1, 0])
+    dx0, dx1 = layer.backward([np.array([7.0, 8.0, 9.0])])
+    np.testing.assert_array_equal(dx0, [0.0, 0.0, 9.0])
+    np.testing.assert_array_equal(dx1, [7.0, 8.0, 0.0])
 
 
 @pytest.mark.parametrize("p", [{}, {"operation": "PROD"}, {"operation": "MAX"}])
