@@ -24,6 +24,9 @@ Randomness: the state of `layer.rng` is saved before the first forward and resto
 every forward, so a layer that draws its randomness from `self.rng` (dropout) sees the same
 draws in every pass.
 
+Params a layer sets itself (`learnable=False`, BatchNorm's statistics) have no gradient and are
+listed under `no_gradient`, not checked.
+
 Besides the gradients, the check reports contract problems: backward overwriting a param's
 grad instead of adding to it, forward returning a top of another shape than setup said, a
 wrong number of bottom diffs.
@@ -205,6 +208,9 @@ def check_layer(layer_or_cls, bottoms, params=None, *, step: float = 1e-3,
             result.entries.append(_compare(name, xs[i], analytic[i], forward, objective, step,
                                            kink, kink_range, max_checks, pick))
         for n, p in layer.params.items():
+            if not p.learnable:  # set by the layer itself (BatchNorm's statistics)
+                result.no_gradient.append(f"{n} (set by the layer, not learned)")
+                continue
             result.entries.append(_compare(n, p.data, grads[n], forward, objective, step, kink,
                                            kink_range, max_checks, pick))
         done = True

@@ -43,18 +43,23 @@ class Param:
     `lr_mult` and `decay_mult` scale the solver's learning rate and weight decay for this param
     (from the layer's `param:` list in the net YAML). `owner` is the qualified name
     `<layer>.<param>` of the layer that created it (shared params keep their first owner).
+    `learnable` is False for values the layer sets itself (BatchNorm's statistics): they have
+    no gradient, and the solver leaves them as they are (lr_mult = decay_mult = 0).
     """
 
-    __slots__ = ("name", "owner", "data", "grad", "lr_mult", "decay_mult", "share_name")
+    __slots__ = ("name", "owner", "data", "grad", "lr_mult", "decay_mult", "share_name",
+                 "learnable")
 
     def __init__(self, owner: str, name: str, data: np.ndarray, lr_mult: float = 1.0,
-                 decay_mult: float = 1.0, share_name: str | None = None):
+                 decay_mult: float = 1.0, share_name: str | None = None,
+                 learnable: bool = True):
         self.owner = owner
         self.name = name
         self.data = data
         self.grad = np.zeros_like(data)
-        self.lr_mult = lr_mult
-        self.decay_mult = decay_mult
+        self.learnable = learnable
+        self.lr_mult = lr_mult if learnable else 0.0
+        self.decay_mult = decay_mult if learnable else 0.0
         self.share_name = share_name
 
     @property
@@ -193,7 +198,7 @@ class Layer:
         lr_mult = spec.lr_mult if spec is not None else 1.0
         decay_mult = spec.decay_mult if spec is not None else 1.0
         if not learnable:
-            lr_mult = decay_mult = 0.0
+            lr_mult = decay_mult = 0.0  # what Param does too; equal here for the share check
         share = spec.name if spec is not None else None
         if share and share in self._shared:
             param = self._shared[share]
@@ -208,7 +213,8 @@ class Layer:
                     f"\"{share}\" but give it different lr_mult/decay_mult")
         else:
             data = fill(filler or FillerSpec(), shape, self.dtype, self.rng)
-            param = Param(f"{self.name}.{name}", name, data, lr_mult, decay_mult, share)
+            param = Param(f"{self.name}.{name}", name, data, lr_mult, decay_mult, share,
+                          learnable)
             if share:
                 self._shared[share] = param
         self.params[name] = param
