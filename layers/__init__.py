@@ -1,12 +1,21 @@
 """The built-in layers. Importing this package registers every one of them."""
 from . import (  # noqa: F401  (imported for their @register_layer side effect)
+    absval,
     accuracy,
+    bnll,
     data,
     eltwise,
+    elu,
+    exp,
     inner_product,
     input,
+    log,
+    power,
+    prelu,
     relu,
     sigmoid,
     softmax_loss,
     svm_loss,
+    tanh,
+    threshold,
 )
