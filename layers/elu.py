@@ -1,0 +1,67 @@
+"""ELU: y = x if x > 0 else alpha * (exp(x) - 1), elementwise (Clevert et al. 2015).
+
+Shapes: top has the bottom's shape. Backward: dx = dout * (1 if x > 0 else y + alpha), from the
+cached input (for the side of 0) and output. exp is only taken of x <= 0, so it never
+overflows; exp(x) - 1 is computed as expm1(x), exact for small |x|.
+Source: Caffe's src/caffe/layers/elu_layer.cpp.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from pydantic import BaseModel, ConfigDict, Field
+
+from layerflow import Layer, register_layer
+
+
+@njit(cache=True)
+def elu_forward(x, alpha, out):
+    """out = x if x > 0 else alpha * expm1(x). x, out: flat arrays; alpha: a scalar of their
+    dtype."""
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v if v > zero else alpha * np.expm1(v)
+
+
+@njit(cache=True)
+def elu_backward(x, y, dout, alpha, dx):
+    """dx = dout * (1 if x > 0 else y + alpha); x, y (the forward output), dout, dx: flat."""
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        dx[i] = dout[i] if x[i] > zero else dout[i] * (y[i] + alpha)
+
+
+class ELUParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alpha: float = Field(1.0, description="y = alpha * (exp(x) - 1) for x <= 0")
+
+
+@register_layer
+class ELU(Layer):
+    Params = ELUParams
+    kink = 0.0
+
+    def setup(self, bottom_shapes):
+        self.alpha = self.dtype.type(self.p.alpha)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        self.top = np.zeros(shape, self.dtype)
+        self.dx = np.zeros(shape, self.dtype)
+        return [shape]
+
+    def forward(self, bottoms):
+        self.x = bottoms[0]
+        elu_forward(self.x.reshape(-1), self.alpha, self.top.reshape(-1))
+        return [self.top]
+
+    def backward(self, top_diffs):
+        if not self.propagate_down[0]:
+            return [None]
+        elu_backward(self.x.reshape(-1), self.top.reshape(-1), top_diffs[0].reshape(-1),
+                     self.alpha, self.dx.reshape(-1))
+        return [self.dx]
+
+    def flops(self, bottom_shapes):
+        return 3 * int(np.prod(bottom_shapes[0]))
