@@ -19,6 +19,9 @@ def __getattr__(name):
     if name == "Net":
         from .net import Net
         return Net
+    if name == "deploy_net":
+        from .builder import deploy_net
+        return deploy_net
     if name in ("Solver",):
         from .solver import Solver
         return Solver
@@ -26,5 +29,5 @@ def __getattr__(name):
 
 
 __all__ = ["UserError", "FillerSpec", "fill", "Layer", "NoParams", "Param", "register_layer",
-           "register_lr_policy", "register_solver", "register_source", "Net", "Solver", "gradcheck", "check_layer",
+           "register_lr_policy", "register_solver", "register_source", "Net", "Solver", "deploy_net", "gradcheck", "check_layer",
            "GradcheckResult", "__version__"]

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 from .config import load_yaml, parse_net, parse_solver
+from .deploy import derive
 from .errors import UserError
 from .net import Net, in_phase
 from .overrides import Overrides
 from .plugins import load_plugins
 from .registry import SOLVERS
+from .snapshot import load_weights
 
 
 def _overrides(overrides) -> Overrides | None:
@@ -22,15 +24,41 @@ def _overrides(overrides) -> Overrides | None:
 
 
 def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | None = None,
-              overrides=None, dtype: str | None = None, seed: int = 0) -> Net:
+              overrides=None, dtype: str | None = None, seed: int = 0,
+              deploy: bool = False) -> Net:
     """The net of a YAML file for one phase, after `overrides` (an Overrides, or a list of
-    `KEY=VALUE` strings: only their layers./net. keys apply)."""
+    `KEY=VALUE` strings: only their layers./net. keys apply). `deploy`: the deploy net derived
+    from it instead (`layerflow.deploy`; `phase` is then not used)."""
     load_plugins(plugins)
     src = load_yaml(path)
     overrides = _overrides(overrides)
     if overrides is not None:
         overrides.apply_net(src)
-    return Net(parse_net(src), phase, seed=seed, dtype=dtype)
+    config = parse_net(src)
+    if deploy:
+        return Net(derive(config), "test", seed=seed, dtype=dtype)
+    return Net(config, phase, seed=seed, dtype=dtype)
+
+
+def deploy_net(path: str | Path, weights: str | Path | None = None, *,
+               plugins: list[str] | None = None, overrides=None,
+               dtype: str | None = None) -> Net:
+    """The deploy net of a net YAML (`layerflow.deploy`: test phase, data layers turned into
+    Inputs that take raw samples, losses and label readers left out, SoftmaxLoss turned into
+    Softmax), with `weights` (a .safetensors file) loaded: `net.forward({"data": x})`.
+
+    Every param of the deploy net must be in the weights file (a UserError lists those that
+    are not); the file's other params (of layers left out) are ignored.
+    """
+    net = build_net(path, plugins=plugins, overrides=overrides, dtype=dtype, deploy=True)
+    if weights is not None:
+        copied = net.copy_from(load_weights(Path(weights)), str(weights))
+        missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
+                   if f"{l}.{p}" not in copied]
+        if missing:
+            raise UserError(f"{weights}: has no values for {', '.join(missing)}; were these "
+                            f"weights trained for {path}?")
+    return net
 
 
 def build_solver(path: str | Path, *, plugins: list[str] | None = None, overrides=None):

@@ -172,6 +172,18 @@ class Layer:
         """Data layers: batches in one pass over their data; None for every other layer."""
         return None
 
+    # -- deploy nets ----------------------------------------------------------------------
+    @classmethod
+    def deploy(cls, step) -> list[dict] | None:
+        """What this layer becomes in the deploy net derived from a train/test net
+        (`layerflow.deploy`): None keeps it as it is, [] leaves it out, a list of YAML layer
+        entries (with explicit `bottom` and `top`) replaces it. `step` (a `DeployStep`) gives
+        the layer's entry, validated Params, bottoms and tops, and lets a data layer say which
+        of its tops are labels (every layer reading one is then left out). Default: a loss is
+        left out, every other layer kept.
+        """
+        return [] if cls.is_loss else None
+
     def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
         """Forward floating-point operations for these bottom shapes (for `summary`)."""
         return 0
