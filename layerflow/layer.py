@@ -83,6 +83,8 @@ class Layer:
             implements `feed_shapes` and `feed`.
         kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
             bottom elements that close to it; None: no fixed kink.
+        probabilities: its tops are probabilities (Softmax, Sigmoid), so `layerflow predict`
+            reports its output as such rather than as scores.
 
     Instance attributes set by the net before `setup`:
         name, p (the validated Params), phase ("train" | "test"), dtype, rng (numpy Generator),
@@ -100,6 +102,7 @@ class Layer:
     is_input: ClassVar[bool] = False
     kink: ClassVar[float | None] = None
     kink_range: ClassVar[float | None] = None
+    probabilities: ClassVar[bool] = False
 
     def __init__(self, name: str, p: BaseModel | None = None, *, phase: str = "train",
                  dtype=np.float32, rng: np.random.Generator | None = None,
