@@ -32,6 +32,8 @@ class SchemaKind(str, Enum):
 
 
 PhaseOpt = typer.Option(Phase.train, "--phase", help="Which phase's net to build.")
+DeployOpt = typer.Option(False, "--deploy", help="The deploy net derived from it instead "
+                                                 "(what predict and export use).")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
 
 
@@ -100,13 +102,14 @@ def layers(
 def summary(
     net: Path = typer.Argument(..., help="net.yaml"),
     phase: Phase = PhaseOpt,
+    deploy: bool = DeployOpt,
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
     """Per layer: tops' shapes, param count, forward FLOPs, activation memory; totals."""
     from layerflow.tools.summary import format_summary, summarize
 
-    result = run(summarize, net, phase.value, plugins=plugin)
+    result = run(summarize, net, "deploy" if deploy else phase.value, plugins=plugin)
     emit_json(result) if as_json else typer.echo(format_summary(result))
 
 
@@ -135,13 +138,15 @@ def draw(
                                 help=".dot/.gv (Graphviz), .mmd/.md (Mermaid), .svg/.png "
                                      "(needs Graphviz's dot)."),
     phase: Phase = PhaseOpt,
+    deploy: bool = DeployOpt,
     rankdir: str = typer.Option("TB", "--rankdir", help="TB, BT, LR or RL."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
     """Draw the net's graph (layers, blobs with their shapes)."""
     from layerflow.tools.draw import draw as engine_draw
 
-    result = run(engine_draw, net, output, phase.value, rankdir.upper(), plugins=plugin)
+    result = run(engine_draw, net, output, "deploy" if deploy else phase.value, rankdir.upper(),
+                 plugins=plugin)
     typer.echo(f"wrote {result['output']} ({result['format']}: {result['layers']} layers, "
                f"{result['blobs']} blobs)")
 
