@@ -328,3 +328,70 @@ def batch_norm(layer, g):
 @register_onnx("Softmax")
 def softmax(layer, g):
     g.node("Softmax", g.bottoms, g.tops, axis=_axis(layer.p.axis, len(g.bottom_shapes[0])))
+
+
+# ---- vision ------------------------------------------------------------------------------
+
+def _end_pads(size: int, out: int, k: int, s: int, pad: int) -> int:
+    """Extra padding at the end so that ONNX's floor rounding gives Caffe's `out` windows
+    (Caffe rounds up, then drops a last window starting in the padding)."""
+    return max(0, (out - 1) * s + k - size - 2 * pad)
+
+
+@register_onnx("Pooling")
+def pooling(layer, g):
+    """MAX -> MaxPool, AVE -> AveragePool, STOCHASTIC (test phase) -> sum(x^2) / sum(x).
+
+    Caffe's output size is rounded up (round_mode CEIL) and drops a last window that would
+    start in the padding; ONNX's ceil_mode rule has differed between runtimes on that, so the
+    export rounds down (ceil_mode 0) over explicit end padding chosen to give Caffe's size.
+    MAX never takes a padding cell in either. AVE: Caffe's divisor counts padding cells but
+    stops at H + pad (a window overhanging the padded border counts less); AveragePool with
+    count_include_pad counts the whole kernel, so windows that overhang are multiplied back by
+    kernel / Caffe's divisor (a constant map over the output), which reproduces Caffe exactly.
+    """
+    if len(g.tops) > 1:
+        raise UserError("the second top (the argmax mask) has no ONNX export")
+    kh, kw, sh, sw, ph, pw = layer.window
+    _, _, h, w = g.bottom_shapes[0]
+    oh, ow = g.top_shapes[0][2:]
+    eh, ew = _end_pads(h, oh, kh, sh, ph), _end_pads(w, ow, kw, sw, pw)
+    attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph + eh, pw + ew])
+    (x,), (y,) = g.bottoms, g.tops
+    pool = layer.p.pool
+    if pool == "MAX":
+        g.node("MaxPool", [x], [y], **attrs)
+        return
+    if pool == "STOCHASTIC":  # test phase: sum(x^2) / sum(x) over the window, 0 if sum <= 0
+        sum_x = g.node("AveragePool", [x], **attrs)
+        sum_sq = g.node("AveragePool", [g.node("Mul", [x, x])], **attrs)
+        ratio = g.node("Div", [sum_sq, sum_x])
+        g.node("Where", [g.node("Greater", [sum_x, g.const(0.0)]), ratio, g.const(0.0)], [y])
+        return
+    if eh == 0 and ew == 0:
+        g.node("AveragePool", [x], [y], count_include_pad=1, **attrs)
+        return
+    rows = [kh / (min(i * sh - ph + kh, h + ph) - (i * sh - ph)) for i in range(oh)]
+    cols = [kw / (min(j * sw - pw + kw, w + pw) - (j * sw - pw)) for j in range(ow)]
+    fix = np.outer(rows, cols).reshape(1, 1, oh, ow)
+    avg = g.node("AveragePool", [x], count_include_pad=1, **attrs)
+    g.node("Mul", [avg, g.const(fix)], [y])
+
+
+@register_onnx("LRN")
+def lrn(layer, g):
+    """ACROSS_CHANNELS -> LRN (the same window and alpha / n); WITHIN_CHANNEL -> Caffe's own
+    chain: x * (1 + alpha * avgpool_n(x^2))^-beta, the pool padded by (n - 1) / 2 with
+    padding counted (divisor n^2), k unused as in Caffe."""
+    (x,), (y,) = g.bottoms, g.tops
+    p = layer.p
+    n = p.local_size
+    if p.norm_region == "ACROSS_CHANNELS":
+        g.node("LRN", [x], [y], size=n, alpha=float(p.alpha), beta=float(p.beta),
+               bias=float(p.k))
+        return
+    pre = (n - 1) // 2
+    avg = g.node("AveragePool", [g.node("Mul", [x, x])], kernel_shape=[n, n], strides=[1, 1],
+                 pads=[pre, pre, pre, pre], count_include_pad=1)
+    s = g.node("Add", [g.node("Mul", [avg, g.const(p.alpha)]), g.const(1.0)])
+    g.node("Mul", [x, g.node("Pow", [s, g.const(-p.beta)])], [y])
