@@ -82,7 +82,7 @@ def predict(
         typer.echo(f"wrote {output} ({result['samples']} rows)")
         typer.echo(engine.format_summary(result))
     else:
-        if result["rows"]:
+        if result["samples"]:
             typer.echo(engine.format_table(result))
         typer.echo(engine.format_summary(result))
     for failure in result["failed"]:

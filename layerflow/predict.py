@@ -251,16 +251,20 @@ class Predictor:
 
     # -- predicting -----------------------------------------------------------------------
     def batches(self, sources: list[Samples], batch_size: int, failed: list[dict]
-                ) -> Iterator[tuple[list[str], np.ndarray, list]]:
-        """(names, x, labels) batches of up to `batch_size` samples of one shape, in order;
-        a file whose samples cannot be loaded goes to `failed`."""
-        pending: list[tuple[list[str], np.ndarray, list]] = []
+                ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+        """(names, x, labels) batches of up to `batch_size` samples of one shape, in order,
+        labels -1 where there is none; a file whose samples cannot be loaded goes to
+        `failed`."""
+        pending: list[tuple[list[str], np.ndarray, np.ndarray]] = []
         count = 0
 
         def flush():
             names = [n for part in pending for n in part[0]]
-            labels = [y for part in pending for y in part[2]]
-            x = pending[0][1] if len(pending) == 1 else np.concatenate([p[1] for p in pending])
+            if len(pending) == 1:
+                x, labels = pending[0][1], pending[0][2]
+            else:
+                x = np.concatenate([p[1] for p in pending])
+                labels = np.concatenate([p[2] for p in pending])
             pending.clear()
             return names, x, labels
 
@@ -276,7 +280,7 @@ class Predictor:
                     yield flush()
                     count = 0
                 stop = start + min(batch_size - count, len(x) - start)
-                ys = list(y[start:stop]) if y is not None else [None] * (stop - start)
+                ys = y[start:stop] if y is not None else np.full(stop - start, -1, np.int64)
                 pending.append((src.names[start:stop], x[start:stop], ys))
                 count += stop - start
                 start = stop
@@ -380,11 +384,13 @@ def predict(net_path: str | Path, weights: str | Path, inputs: list[str | Path],
     """Engine of `layerflow predict`: the top_k classes of every sample of `inputs`.
 
     Returns {"net", "input", "output", "kind" ("prob" or "score"), "classes", "class_names",
-    "top_k", "rows": [{"input", "label" (or None), "top": [(class, value)...]}], "failed":
-    [{"file", "error"}], "accuracy" ({"top1", "topk", "labelled"} or None), "samples",
-    "elapsed_s", "samples_per_s"}. `progress(done, total)` is called after every batch.
-    Raises a UserError for a problem of the net, the weights or the options; a bad input file
-    is a failure of that file only.
+    "top_k", "names" (one per sample), "labels" (int64, -1 where none), "top_classes" and
+    "top_values" ((samples, top_k), best first), "failed": [{"file", "error"}], "accuracy"
+    ({"top1", "topk", "labelled"} or None), "samples", "elapsed_s", "samples_per_s"};
+    `rows(result)` gives them sample by sample. `progress(done, total)` is called after every
+    batch. Raises a UserError for a problem of the net, the weights or the options; a bad
+    input file is a failure of that file only. The time is that of the batches (reading the
+    files and the first forward, which loads the kernels, come before).
     """
     if top_k < 1 or batch_size < 1:
         raise UserError(f"--top-k and --batch-size must be at least 1 (got {top_k} and "
@@ -399,27 +405,43 @@ def predict(net_path: str | Path, weights: str | Path, inputs: list[str | Path],
         except UserError as err:
             failed.append({"file": str(file), "error": str(err)})
     total = sum(s.count for s in sources)
-    rows: list[dict] = []
+    names: list[str] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    done = 0
     t0 = time.perf_counter()
-    for names, x, ys in predictor.batches(sources, batch_size, failed):
+    for batch_names, x, ys in predictor.batches(sources, batch_size, failed):
         idx, vals = predictor.top(predictor.forward(x))
-        for name, y, c, v in zip(names, ys, idx.tolist(), vals.tolist()):
-            rows.append({"input": name, "label": None if y is None else int(y),
-                         "top": list(zip(c, v))})
+        names += batch_names
+        parts.append((ys, idx, vals))
+        done += len(x)
         if progress is not None:
-            progress(len(rows), total)
+            progress(done, total)
     elapsed = time.perf_counter() - t0
-    labelled = [r for r in rows if r["label"] is not None]
+    k = predictor.top_k
+    found = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    top_classes = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), int)
+    top_values = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, k))
     accuracy = None
-    if labelled:
-        top1 = sum(r["top"][0][0] == r["label"] for r in labelled) / len(labelled)
-        topk = sum(any(c == r["label"] for c, _ in r["top"]) for r in labelled) / len(labelled)
-        accuracy = {"top1": top1, "topk": topk, "labelled": len(labelled)}
+    has = found >= 0
+    if has.any():
+        right = top_classes[has] == found[has, None]
+        accuracy = {"top1": float(right[:, 0].mean()), "topk": float(right.any(1).mean()),
+                    "labelled": int(has.sum())}
     return {"net": predictor.net.name, "input": predictor.input, "output": predictor.output,
             "kind": predictor.kind, "classes": predictor.classes, "class_names": class_names,
-            "top_k": predictor.top_k, "rows": rows, "failed": failed, "accuracy": accuracy,
-            "samples": len(rows), "elapsed_s": elapsed,
-            "samples_per_s": len(rows) / elapsed if elapsed > 0 else None}
+            "top_k": k, "names": names, "labels": found, "top_classes": top_classes,
+            "top_values": top_values, "failed": failed, "accuracy": accuracy,
+            "samples": len(names), "elapsed_s": elapsed,
+            "samples_per_s": len(names) / elapsed if elapsed > 0 else None}
+
+
+def rows(result: dict) -> Iterator[dict]:
+    """{"input", "label" (None where none), "top": [(class, value)...]} per sample."""
+    for name, label, classes, values in zip(result["names"], result["labels"].tolist(),
+                                            result["top_classes"].tolist(),
+                                            result["top_values"].tolist()):
+        yield {"input": name, "label": None if label < 0 else label,
+               "top": list(zip(classes, values))}
 
 
 # ---- output ----------------------------------------------------------------------------
@@ -454,16 +476,15 @@ def format_table(result: dict) -> str:
     from .tools import table
 
     kind = result["kind"]
-    labelled = any(r["label"] is not None for r in result["rows"])
+    labelled = bool((result["labels"] >= 0).any())
     header = ["input"] + (["label"] if labelled else []) + [
         f"top {i + 1} ({kind})" for i in range(result["top_k"])]
-    rows = []
-    for r in result["rows"]:
+    cells = []
+    for r in rows(result):
         label = [_class(result, r["label"]) if r["label"] is not None else "-"] if labelled \
             else []
-        rows.append([r["input"]] + label + [f"{_class(result, c)} {v:.4f}" for c, v in r["top"]])
-    align = "l" * (len(header) - result["top_k"]) + "l" * result["top_k"]
-    return table(header, rows, align)
+        cells.append([r["input"]] + label + [f"{_class(result, c)} {v:.4f}" for c, v in r["top"]])
+    return table(header, cells, "l" * len(header))
 
 
 def json_lines(result: dict) -> Iterator[str]:
@@ -472,7 +493,7 @@ def json_lines(result: dict) -> Iterator[str]:
     import json
 
     kind, names = result["kind"], result["class_names"]
-    for r in result["rows"]:
+    for r in rows(result):
         top = []
         for c, v in r["top"]:
             entry = {"class": c}
@@ -493,7 +514,7 @@ def json_lines(result: dict) -> Iterator[str]:
 def write_csv(result: dict, path: str | Path) -> None:
     """input, label (when any), then class_i, name_i (with class names), <kind>_i per rank."""
     kind, names = result["kind"], result["class_names"]
-    labelled = any(r["label"] is not None for r in result["rows"])
+    labelled = bool((result["labels"] >= 0).any())
     header = ["input"] + (["label"] if labelled else [])
     for i in range(1, result["top_k"] + 1):
         header += [f"class_{i}"] + ([f"name_{i}"] if names else []) + [f"{kind}_{i}"]
@@ -501,7 +522,7 @@ def write_csv(result: dict, path: str | Path) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
-            for r in result["rows"]:
+            for r in rows(result):
                 row = [r["input"]] + ([("" if r["label"] is None else r["label"])]
                                       if labelled else [])
                 for c, v in r["top"]:
