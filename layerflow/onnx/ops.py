@@ -395,3 +395,32 @@ def lrn(layer, g):
                  pads=[pre, pre, pre, pre], count_include_pad=1)
     s = g.node("Add", [g.node("Mul", [avg, g.const(p.alpha)]), g.const(1.0)])
     g.node("Mul", [x, g.node("Pow", [s, g.const(-p.beta)])], [y])
+
+
+def _conv_attrs(layer, g) -> dict:
+    geom = layer.geom
+    if geom.axis != 1:
+        raise UserError(f"axis {layer.p.axis}: ONNX convolves (N, C, ...) blobs, the channel "
+                        f"axis must be 1")
+    return dict(kernel_shape=list(geom.kernel), strides=list(geom.stride),
+                pads=list(geom.pad) * 2, dilations=list(geom.dilation), group=layer.p.group)
+
+
+@register_onnx("Convolution")
+def convolution(layer, g):
+    """Conv, one per bottom (bottom i -> top i, the weights shared); Caffe's output size is
+    ONNX's floor rounding with symmetric pads."""
+    attrs = _conv_attrs(layer, g)
+    inputs = [g.param("weight")] + ([g.param("bias")] if layer.p.bias_term else [])
+    for x, y in zip(g.bottoms, g.tops):
+        g.node("Conv", [x, *inputs], [y], **attrs)
+
+
+@register_onnx("Deconvolution")
+def deconvolution(layer, g):
+    """ConvTranspose, whose weight layout (C, O / G, *k) is Caffe's deconvolution weight and
+    whose output size stride (in - 1) + dilation (k - 1) + 1 - 2 pad is Caffe's."""
+    attrs = _conv_attrs(layer, g)
+    inputs = [g.param("weight")] + ([g.param("bias")] if layer.p.bias_term else [])
+    for x, y in zip(g.bottoms, g.tops):
+        g.node("ConvTranspose", [x, *inputs], [y], **attrs)

@@ -124,6 +124,31 @@ CASES = {
                    "- {name: s, type: Scale, bottom: bn, bias_term: true}"),
                   ("batch statistics", {"x": ((3, 4, 5), normal)},
                    "{name: bn, type: BatchNorm, bottom: x, use_global_stats: false}")],
+    "Convolution": [("3x3 padded", {"x": ((3, 6, 5), normal)},
+                     "{name: c, type: Convolution, bottom: x, num_output: 4, kernel_size: 3, "
+                     "pad: 1}"),
+                    ("strided dilated grouped", {"x": ((4, 9, 8), normal)},
+                     "{name: c, type: Convolution, bottom: x, num_output: 6, kernel_h: 3, "
+                     "kernel_w: 2, stride_h: 2, stride_w: 1, pad_h: 1, pad_w: 0, dilation: 2, "
+                     "group: 2}"),
+                    ("1x1 no bias", {"x": ((3, 4, 4), normal)},
+                     "{name: c, type: Convolution, bottom: x, num_output: 5, kernel_size: 1, "
+                     "bias_term: false}"),
+                    ("1-D", {"x": ((2, 9), normal)},
+                     "{name: c, type: Convolution, bottom: x, num_output: 3, kernel_size: 3, "
+                     "stride: 2}"),
+                    ("3-D", {"x": ((2, 4, 5, 5), normal)},
+                     "{name: c, type: Convolution, bottom: x, num_output: 3, kernel_size: 2, "
+                     "pad: [0, 1, 1]}"),
+                    ("two bottoms", {"x": ((2, 5, 5), normal), "y": ((2, 5, 5), normal)},
+                     "{name: c, type: Convolution, bottom: [x, y], top: [a, b], num_output: 3, "
+                     "kernel_size: 3}")],
+    "Deconvolution": [("upsampling", {"x": ((4, 3, 3), normal)},
+                       "{name: d, type: Deconvolution, bottom: x, num_output: 4, kernel_size: 4, "
+                       "stride: 2, pad: 1, group: 2}"),
+                      ("dilated", {"x": ((2, 4, 3), normal)},
+                       "{name: d, type: Deconvolution, bottom: x, num_output: 3, kernel_h: 3, "
+                       "kernel_w: 2, dilation: 2, bias_term: false}")],
     "Pooling": [("max", {"x": ((2, 7, 7), normal)},
                  "{name: p, type: Pooling, bottom: x, kernel_size: 3, stride: 2}"),
                 ("max ceil overhang", {"x": ((2, 6, 6), normal)},
