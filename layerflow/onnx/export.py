@@ -83,6 +83,16 @@ class LayerGraph:
     def identity(self, x: str, y: str) -> str:
         return self.node("Identity", [x], [y])
 
+    def next_layer(self) -> "LayerGraph | None":
+        """The layer that alone reads this layer's only top (which is no graph output), as
+        its own LayerGraph; None otherwise. A mapping may compute that layer too (BatchNorm
+        then Scale is one BatchNormalization), writing its tops, and `absorb` it."""
+        return self._b.next_layer(self)
+
+    def absorb(self, other: "LayerGraph") -> None:
+        """`other` (from `next_layer`) is computed by this mapping: it is not exported again."""
+        self._b.absorbed.add(other.layer.name)
+
 
 class _GraphBuilder:
     def __init__(self, opset: int, dtype):
@@ -92,6 +102,16 @@ class _GraphBuilder:
         self.initializers: dict[str, np.ndarray] = {}
         self.param_names: dict[int, str] = {}
         self.used: set[str] = set()
+        self.absorbed: set[str] = set()
+        self.graphs: dict[str, LayerGraph] = {}   # layer name -> its LayerGraph
+        self.readers: dict[str, list[str]] = {}   # value name -> layers reading it
+        self.outputs: set[str] = set()
+
+    def next_layer(self, g: LayerGraph) -> LayerGraph | None:
+        if len(g.tops) != 1 or g.tops[0] in self.outputs:
+            return None
+        readers = self.readers.get(g.tops[0], [])
+        return self.graphs[readers[0]] if len(readers) == 1 else None
 
     def fresh(self, base: str) -> str:
         name, i = base, 0
@@ -140,21 +160,31 @@ def to_onnx(net, opset: int = MIN_OPSET):
     b.used.update(names.values())
     b.used.update(layer.name for layer in net.layers)
     graph_inputs = []
+    b.outputs = {names[net.blobs[o].key] for o in net.outputs}
+    for layer, bottoms, tops in net.wiring():
+        if not layer.is_input:
+            b.graphs[layer.name] = LayerGraph(
+                b, layer, [names[x.key] for x in bottoms], [names[t.key] for t in tops],
+                [tuple(x.shape) for x in bottoms], [tuple(t.shape) for t in tops])
+            for x in bottoms:
+                b.readers.setdefault(names[x.key], []).append(layer.name)
     for layer, bottoms, tops in net.wiring():
         if layer.is_input:
             for t in tops:
                 graph_inputs.append(helper.make_tensor_value_info(
                     names[t.key], elem, ["N", *t.shape[1:]]))
             continue
-        g = LayerGraph(b, layer, [names[x.key] for x in bottoms], [names[t.key] for t in tops],
-                       [tuple(x.shape) for x in bottoms], [tuple(t.shape) for t in tops])
+        if layer.name in b.absorbed:
+            continue
+        g = b.graphs[layer.name]
         try:
             ONNX.get(layer.type)(layer, g)
         except UserError as err:
             raise UserError(f"layer {layer.name} ({layer.type}): cannot export to ONNX: "
                             f"{err}") from None
         made = {o for node in b.nodes if node[4] == layer.name for o in node[2]}
-        lacking = [t for t in g.tops if t not in made]
+        lacking = [t for t in g.tops if t not in made and not any(
+            b.graphs[r].layer.name in b.absorbed for r in b.readers.get(t, []))]
         if lacking:
             raise UserError(f"layer {layer.name} ({layer.type}): its ONNX mapping "
                             f"({ONNX.origin_of(layer.type)}) made no value for top(s) "

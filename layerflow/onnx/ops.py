@@ -300,7 +300,9 @@ def _scale_or_bias(layer, g, op: str, pname: str):
 @register_onnx("BatchNorm")
 def batch_norm(layer, g):
     """The stored statistics (mean / scale_factor, variance / scale_factor) as ONNX's
-    BatchNormalization with scale 1 and bias 0; batch statistics as explicit reductions."""
+    BatchNormalization: its scale and bias those of the Scale layer that alone follows (Caffe's
+    BatchNorm + Scale pair, one node), else 1 and 0. Batch statistics (use_global_stats
+    false) as explicit reductions."""
     (x,), (y,) = g.bottoms, g.tops
     shape = g.bottom_shapes[0]
     c = shape[1]
@@ -311,8 +313,17 @@ def batch_norm(layer, g):
         f = 0.0 if sf == 0 else 1.0 / sf
         mean = np.asarray(p["mean"].data, np.float64) * f
         var = np.asarray(p["variance"].data, np.float64) * f
-        g.node("BatchNormalization", [x, g.const(np.ones(c)), g.const(np.zeros(c)),
-                                      g.const(mean), g.const(var)], [y], epsilon=eps)
+        gamma, beta = g.const(np.ones(c)), g.const(np.zeros(c))
+        scale = g.next_layer()
+        if scale is not None and _is_channel_scale(scale, c):
+            # Caffe's BatchNorm + Scale pair: gamma and beta of one BatchNormalization
+            gamma = scale.param("weight")
+            if scale.layer.p.bias_term:
+                beta = scale.param("bias")
+            y = scale.tops[0]
+            g.absorb(scale)
+        g.node("BatchNormalization", [x, gamma, beta, g.const(mean), g.const(var)], [y],
+               epsilon=eps)
         return
     axes = g.const(np.asarray([0] + list(range(2, len(shape))), np.int64))
     mu = g.node("ReduceMean", [x, axes], keepdims=1) if g.opset >= 18 else \
@@ -323,6 +334,14 @@ def batch_norm(layer, g):
         g.node("ReduceMean", [sq], keepdims=1, axes=[0] + list(range(2, len(shape))))
     std = g.node("Sqrt", [g.node("Add", [var, g.const(eps)])])
     g.node("Div", [d, std], [y])
+
+
+def _is_channel_scale(g, channels: int) -> bool:
+    """A Scale layer with a learned (C,) weight on axis 1 (what follows Caffe's BatchNorm)."""
+    layer = g.layer
+    return (layer.type == "Scale" and len(g.bottoms) == 1 and len(g.bottom_shapes[0]) >= 2
+            and _axis(layer.p.axis, len(g.bottom_shapes[0])) == 1
+            and layer.params["weight"].shape == (channels,))
 
 
 @register_onnx("Softmax")

@@ -239,3 +239,25 @@ def test_onnx_runtime_matches_layerflow(type_name, case, inputs, layers):
     model = to_onnx(net)
     onnx.checker.check_model(model, full_check=True)
     max_diff(net, model, feeds(inputs, seed=2), batches=(1, 5))
+
+
+def test_batch_norm_and_scale_are_one_batch_normalization():
+    inputs = {"x": ((3, 4), normal)}
+    net = case_net(inputs, "{name: bn, type: BatchNorm, bottom: x}\n"
+                           "- {name: s, type: Scale, bottom: bn, top: bn, bias_term: true}")
+    randomize_params(net, seed=1)
+    model = to_onnx(net)
+    assert [n.op_type for n in model.graph.node] == ["BatchNormalization"]
+    gamma = [i for i in model.graph.initializer if i.name == model.graph.node[0].input[1]][0]
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(gamma),
+                                  net.params["s"]["weight"].data)
+    max_diff(net, model, feeds(inputs, seed=2))
+    # a BatchNorm whose top is also read elsewhere keeps its own node
+    net = case_net(inputs, "{name: bn, type: BatchNorm, bottom: x}\n"
+                           "- {name: s, type: Scale, bottom: bn, bias_term: true}\n"
+                           "- {name: e, type: Eltwise, bottom: [bn, s]}")
+    randomize_params(net, seed=1)
+    model = to_onnx(net)
+    assert [n.op_type for n in model.graph.node] == ["BatchNormalization", "Mul", "Add", "Sum"]
+    max_diff(net, model, feeds(inputs, seed=2))
+
