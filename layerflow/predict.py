@@ -53,7 +53,8 @@ class Samples:
 class Predictor:
     """A deploy net with its weights, and how to read inputs for it."""
 
-    def __init__(self, net, top_k: int = 5, class_names: list[str] | None = None):
+    def __init__(self, net, top_k: int = 5, class_names: list[str] | None = None,
+                 names_file: str | Path | None = None):
         if len(net.inputs) != 1:
             raise UserError(f"net {net.name}: predict feeds one input, the deploy net has "
                             f"{len(net.inputs)}: {', '.join(net.inputs) or '(none)'}")
@@ -71,8 +72,9 @@ class Predictor:
         self.top_k = min(top_k, self.classes)
         self.label_name = net.config.labels.get(self.input, "label")
         if class_names is not None and len(class_names) != self.classes:
-            raise UserError(f"{len(class_names)} class names for the {self.classes} classes of "
-                            f"output {self.output}")
+            where = f"{names_file}: " if names_file is not None else ""
+            raise UserError(f"{where}{len(class_names)} class names for the {self.classes} "
+                            f"classes of output {self.output}")
         self.class_names = class_names
         producer = [layer for layer, _, tops in net.wiring()
                     if any(t.name == self.output for t in tops)][-1]
@@ -396,7 +398,8 @@ def predict(net_path: str | Path, weights: str | Path, inputs: list[str | Path],
         raise UserError(f"--top-k and --batch-size must be at least 1 (got {top_k} and "
                         f"{batch_size})")
     class_names = read_class_names(labels) if labels is not None else None
-    predictor = Predictor(deploy_net(net_path, weights, plugins=plugins), top_k, class_names)
+    predictor = Predictor(deploy_net(net_path, weights, plugins=plugins), top_k, class_names,
+                          labels)
     files, failed = predictor.expand(inputs)
     sources = []
     for file in files:

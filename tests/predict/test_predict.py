@@ -250,7 +250,8 @@ def test_option_errors(gray, cli, tmp_path):
     np.save(tmp_path / "x.npy", gray.images[:1])
     (tmp_path / "classes.txt").write_text("a\nb\n")
     r = gray.run(cli, tmp_path / "x.npy", "--labels", tmp_path / "classes.txt")
-    assert r.code == 2 and r.err == ("error: 2 class names for the 4 classes of output prob\n")
+    assert r.code == 2 and r.err == (f"error: {tmp_path / 'classes.txt'}: 2 class names for "
+                                     f"the 4 classes of output prob\n")
     r = gray.run(cli, tmp_path / "x.npy", "--json", "-o", tmp_path / "o.csv")
     assert r.code == 2 and r.err == "error: give --json or -o, not both\n"
     r = cli("predict", gray.net_path, tmp_path / "x.npy", "--weights", tmp_path / "none.st")
@@ -261,3 +262,15 @@ def test_top_k_larger_than_the_classes(gray, cli, tmp_path):
     np.save(tmp_path / "x.npy", gray.images[:1])
     rows, summary = records(gray.run(cli, tmp_path / "x.npy", "--json", "--top-k", "9").out)
     assert len(rows[0]["top"]) == 4 and summary["top_k"] == 4
+
+
+def test_progress_is_reported_per_batch(gray, tmp_path):
+    from layerflow.predict import predict
+
+    np.save(tmp_path / "x.npy", gray.images)
+    calls = []
+    result = predict(gray.net_path, gray.weights, [tmp_path / "x.npy"], batch_size=4,
+                     progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(4, 6), (6, 6)]
+    assert result["samples"] == 6 and result["top_classes"].shape == (6, 4)
+
