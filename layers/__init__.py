@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (imported for their @register_layer side effect)
     eltwise,
     inner_product,
     input,
+    lrn,
     pooling,
     relu,
     sigmoid,
