@@ -25,6 +25,11 @@ s^-beta: Numba has no vectorised pow here (no SVML), and a scalar pow call costs
 sqrt; so beta 0.75 (Caffe's default), 0.5 and 1 go through sqrt and division (within 2 ulp of
 pow), every other beta through pow.
 
+Kernels: prange over the (n, c) planes (ACROSS forward, both WITHIN passes) or the images
+(ACROSS backward, which needs the ratios of the neighbouring channels); scratch is per thread
+(`numba.get_thread_id()`), allocated at reshape. The inner loops run over whole rows or planes
+with plain `range` indices, the form Numba vectorises.
+
 Errors (UserError naming the layer): local_size even (Caffe's "LRN only supports odd values
 for local_size"), a bottom without exactly 4 axes.
 """
@@ -111,16 +116,38 @@ def lrn_across_backward(x, y, scale, dout, size, alpha_over_n, beta, ratio, dx):
 
 
 @njit(cache=True, error_model="numpy")
-def _box_rows(a, pre, out):
-    """out[h, w] = sum of a[h, w-pre .. w+pre] (clipped to the plane). a, out: (H, W)."""
-    height, width = a.shape
-    zero = a.dtype.type(0)
-    for h in range(height):
-        for w in range(width):
-            t = zero
-            for v in range(max(w - pre, 0), min(w + pre + 1, width)):
-                t += a[h, v]
-            out[h, w] = t
+def box_sum(a, b, c, pre, height):
+    """c[h, w] = sum of a over the rows h-pre..h+pre and columns w-pre..w+pre, zeros outside.
+
+    a, b, c: (H, Wp) planes whose image sits in columns pre..Wp-pre-1; a's pad columns hold
+    zeros (they are never written), b is scratch. Both passes are long contiguous loops over
+    the flattened plane, which Numba vectorises: the rows pass adds a shifted by d rows, the
+    columns pass adds b shifted by d cells (the zero pad columns keep rows apart), so c is
+    right in the image columns and meaningless in the pad columns.
+    """
+    wp = a.shape[1]
+    n = height * wp
+    af, bf, cf = a.reshape(-1), b.reshape(-1), c.reshape(-1)
+    for k in range(n):
+        bf[k] = af[k]
+    for d in range(1, min(pre, height - 1) + 1):
+        m = (height - d) * wp
+        below, upper = af[d * wp:], bf[:m]   # row h gets row h + d
+        for k in range(m):
+            upper[k] += below[k]
+        above, lower = af[:m], bf[d * wp:]   # row h gets row h - d
+        for k in range(m):
+            lower[k] += above[k]
+    for k in range(n):
+        cf[k] = bf[k]
+    for d in range(1, pre + 1):
+        m = n - d
+        right, left = bf[d:], cf[:m]
+        for k in range(m):
+            left[k] += right[k]
+        before, after = bf[:m], cf[d:]
+        for k in range(m):
+            after[k] += before[k]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -128,34 +155,29 @@ def lrn_within_forward(x, size, alpha_over_nn, beta, sq, scale, out):
     """scale[p] = 1 + alpha_over_nn * (sum of x[p]^2 over the size x size window centred on
     each cell, zeros outside); out = x * scale^-beta.
 
-    x, scale, out: (P, H, W) with P = N*C planes; sq: (threads, 2, H, W) scratch. The box sum
-    is separable: rows into sq[t, 1], then columns. prange over planes.
+    x, scale, out: (P, H, W) with P = N*C planes; sq: (threads, 3, H, W + size - 1) scratch
+    with zero pad columns (see `box_sum`). prange over planes.
     """
     n_planes, height, width = x.shape
     pre = (size - 1) // 2
     one = x.dtype.type(1)
-    zero = x.dtype.type(0)
     for p in prange(n_planes):
         t = numba.get_thread_id()
         a = sq[t, 0]
-        rows = sq[t, 1]
         for h in range(height):
+            xr, ar = x[p, h], a[h, pre:pre + width]
             for w in range(width):
-                a[h, w] = x[p, h, w] * x[p, h, w]
-        _box_rows(a, pre, rows)
+                ar[w] = xr[w] * xr[w]
+        box_sum(a, sq[t, 1], sq[t, 2], pre, height)
+        c = sq[t, 2]
         for h in range(height):
-            s = scale[p, h]
+            cr, sr = c[h, pre:pre + width], scale[p, h]
             for w in range(width):
-                s[w] = zero
-            for v in range(max(h - pre, 0), min(h + pre + 1, height)):
-                for w in range(width):
-                    s[w] += rows[v, w]
-            for w in range(width):
-                s[w] = one + alpha_over_nn * s[w]
-            o = out[p, h]
-            neg_pow(s, beta, o)
-            for w in range(width):
-                o[w] *= x[p, h, w]
+                sr[w] = one + alpha_over_nn * cr[w]
+        sp, op, xp = scale[p].reshape(-1), out[p].reshape(-1), x[p].reshape(-1)
+        neg_pow(sp, beta, op)
+        for k in range(height * width):
+            op[k] *= xp[k]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -163,31 +185,29 @@ def lrn_within_backward(x, y, scale, dout, size, alpha_over_nn, beta, sq, dx):
     """dx[p] = dout scale^-beta - 2 alpha_over_nn beta x boxsum(dout y / scale), the box sum
     over the size x size window centred on each cell (zeros outside).
 
-    x, y, scale, dout, dx: (P, H, W); sq: (threads, 2, H, W) scratch. prange over planes.
+    x, y, scale, dout, dx: (P, H, W); sq: (threads, 3, H, W + size - 1) scratch as in
+    `lrn_within_forward`. prange over planes.
     """
     n_planes, height, width = x.shape
     pre = (size - 1) // 2
     factor = x.dtype.type(2) * alpha_over_nn * beta
-    zero = x.dtype.type(0)
+    plane = height * width
     for p in prange(n_planes):
         t = numba.get_thread_id()
-        r = sq[t, 0]
-        rows = sq[t, 1]
+        a = sq[t, 0]
         for h in range(height):
+            dr, yr, sr, ar = dout[p, h], y[p, h], scale[p, h], a[h, pre:pre + width]
             for w in range(width):
-                r[h, w] = dout[p, h, w] * y[p, h, w] / scale[p, h, w]
-        _box_rows(r, pre, rows)
+                ar[w] = dr[w] * yr[w] / sr[w]
+        box_sum(a, sq[t, 1], sq[t, 2], pre, height)
+        powed = sq[t, 1].reshape(-1)[:plane]   # sq[t, 1] is free again: scale^-beta
+        neg_pow(scale[p].reshape(-1), beta, powed)
+        c = sq[t, 2]
         for h in range(height):
-            d = dx[p, h]
+            cr, pr = c[h, pre:pre + width], powed[h * width:(h + 1) * width]
+            dr, xr, dxr = dout[p, h], x[p, h], dx[p, h]
             for w in range(width):
-                d[w] = zero
-            for v in range(max(h - pre, 0), min(h + pre + 1, height)):
-                for w in range(width):
-                    d[w] += rows[v, w]
-            powed = r[h]  # row h of the ratio is no longer needed: reuse it for scale^-beta
-            neg_pow(scale[p, h], beta, powed)
-            for w in range(width):
-                d[w] = dout[p, h, w] * powed[w] - factor * x[p, h, w] * d[w]
+                dxr[w] = dr[w] * pr[w] - factor * xr[w] * cr[w]
 
 
 class LRNParams(BaseModel):
@@ -233,7 +253,7 @@ class LRN(Layer):
         if self.across:
             self.scratch = np.zeros((threads, c, height * width), self.dtype)
         else:
-            self.scratch = np.zeros((threads, 2, height, width), self.dtype)
+            self.scratch = np.zeros((threads, 3, height, width + self.size - 1), self.dtype)
         return [shape]
 
     def _views(self, a):

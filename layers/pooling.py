@@ -56,38 +56,75 @@ FLT_MAX = 3.4028234663852886e38
 
 # ---- kernels: x (P, H, W) with P = N * C planes, out (P, PH, PW) -------------------------------
 # Every kernel runs prange over the planes: the planes are independent, so threads never write
-# the same cell, and a plane (at most a few KB in CIFAR/LeNet nets) stays in L1 for its windows.
+# the same cell, and a plane (a few KB in CIFAR/LeNet nets) stays in L1 for its windows.
+# Windows that lie wholly inside the image (most of them) take a fast path: one loop over the
+# window's flat offsets dh * W + dw (`window_offsets`, made once per shape) from the window's
+# first cell, in unsigned arithmetic. Numba cannot unroll the two short nested loops of unknown
+# length and re-checks their signed indices; the flat loop runs 2.5-3x faster (measured on
+# CIFAR-10-quick's pool1). Border windows take the clipped loops.
+
+def window_offsets(kh, kw, width):
+    """(kh * kw,) uint64: dh * width + dw in row-major window order (the MAX tie order).
+
+    Unsigned, as the first cell's index is made in the kernels: Numba then skips its
+    negative-index wraparound on every load, and the loop runs ~30% faster."""
+    return (np.arange(kh)[:, None] * width + np.arange(kw)[None, :]).ravel().astype(np.uint64)
+
+
+@njit(cache=True)
+def interior(pad, s, k, size, n):
+    """[lo, hi): the windows (start j * s - pad) of the n on an axis that lie inside [0, size)."""
+    lo = min((pad + s - 1) // s, n)
+    return lo, max(min(n, (size - k + pad) // s + 1), lo)
+
 
 @njit(cache=True, parallel=True)
-def max_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, out, mask):
+def max_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, offsets, out, mask):
     """out[p, i, j] = max of x[p] over window (i, j); mask[p, i, j] = its index h * W + w.
 
-    x: (P, H, W); out: (P, PH, PW), x's dtype; mask: (P, PH, PW) int32. Strict > in row-major
-    order, so the first of equal maxima wins; cells outside the image are never candidates.
+    x: (P, H, W); out: (P, PH, PW), x's dtype; mask: (P, PH, PW) int32; offsets: from
+    `window_offsets(kh, kw, W)`. Strict > in row-major order, seeded with -FLT_MAX as Caffe:
+    the first of equal maxima wins; cells outside the image are never candidates.
     """
     n_planes, height, width = x.shape
     ph_n, pw_n = out.shape[1], out.shape[2]
+    xf = x.reshape(n_planes, height * width)
+    i_lo, i_hi = interior(pad_h, sh, kh, height, ph_n)
+    j_lo, j_hi = interior(pad_w, sw, kw, width, pw_n)
     lowest = x.dtype.type(-FLT_MAX)
     for p in prange(n_planes):
+        xp = xf[p]
         for i in range(ph_n):
             hs = i * sh - pad_h
             he = min(hs + kh, height)
             hs = max(hs, 0)
+            inside = i_lo <= i < i_hi
             for j in range(pw_n):
                 ws = j * sw - pad_w
-                we = min(ws + kw, width)
-                ws = max(ws, 0)
                 best = lowest
                 arg = -1
-                for h in range(hs, he):
-                    for w in range(ws, we):
-                        v = x[p, h, w]
+                if inside and j_lo <= j < j_hi:
+                    first = np.uint64(hs * width + ws)
+                    pick = first
+                    for t in range(offsets.size):
+                        v = xp[first + offsets[t]]
                         if v > best:
                             best = v
-                            arg = h * width + w
+                            pick = first + offsets[t]
+                    if best > lowest:  # some cell won
+                        arg = np.int64(pick)
+                else:
+                    we = min(ws + kw, width)
+                    ws = max(ws, 0)
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            v = xp[h * width + w]
+                            if v > best:
+                                best = v
+                                arg = h * width + w
                 if arg < 0:  # nothing above -FLT_MAX (NaN or -inf): the window's first cell
-                    arg = hs * width + ws
-                    best = x[p, hs, ws]
+                    arg = hs * width + max(ws, 0)
+                    best = xp[arg]
                 out[p, i, j] = best
                 mask[p, i, j] = arg
 
@@ -109,63 +146,86 @@ def scatter_pool_backward(dout, mask, dx):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def ave_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, out):
+def ave_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, offsets, out):
     """out[p, i, j] = sum of x[p] over the in-image cells of window (i, j) / pool_size, with
     pool_size = the window's cell count clipped at H + pad_h, W + pad_w (padding counts).
 
-    x: (P, H, W); out: (P, PH, PW).
+    x: (P, H, W); out: (P, PH, PW); offsets: from `window_offsets(kh, kw, W)`.
     """
     n_planes, height, width = x.shape
     ph_n, pw_n = out.shape[1], out.shape[2]
+    xf = x.reshape(n_planes, height * width)
+    i_lo, i_hi = interior(pad_h, sh, kh, height, ph_n)
+    j_lo, j_hi = interior(pad_w, sw, kw, width, pw_n)
     zero = x.dtype.type(0)
+    full = x.dtype.type(kh * kw)
     for p in prange(n_planes):
+        xp = xf[p]
         for i in range(ph_n):
             hs = i * sh - pad_h
             he = min(hs + kh, height + pad_h)
             rows = he - hs
             hs = max(hs, 0)
             he = min(he, height)
+            inside = i_lo <= i < i_hi
             for j in range(pw_n):
                 ws = j * sw - pad_w
-                we = min(ws + kw, width + pad_w)
-                pool_size = rows * (we - ws)
-                ws = max(ws, 0)
-                we = min(we, width)
                 s = zero
-                for h in range(hs, he):
-                    for w in range(ws, we):
-                        s += x[p, h, w]
-                out[p, i, j] = s / x.dtype.type(pool_size)
+                if inside and j_lo <= j < j_hi:
+                    first = np.uint64(hs * width + ws)
+                    for t in range(offsets.size):
+                        s += xp[first + offsets[t]]
+                    out[p, i, j] = s / full
+                else:
+                    we = min(ws + kw, width + pad_w)
+                    pool_size = rows * (we - ws)
+                    ws = max(ws, 0)
+                    we = min(we, width)
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            s += xp[h * width + w]
+                    out[p, i, j] = s / x.dtype.type(pool_size)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def ave_pool_backward(dout, kh, kw, sh, sw, pad_h, pad_w, dx):
+def ave_pool_backward(dout, kh, kw, sh, sw, pad_h, pad_w, offsets, dx):
     """dx[p] = 0, then every in-image cell of window (i, j) += dout[p, i, j] / pool_size.
 
-    dout: (P, PH, PW); dx: (P, H, W).
+    dout: (P, PH, PW); dx: (P, H, W); offsets: from `window_offsets(kh, kw, W)`.
     """
     n_planes, height, width = dx.shape
     ph_n, pw_n = dout.shape[1], dout.shape[2]
+    dxf = dx.reshape(n_planes, height * width)
+    i_lo, i_hi = interior(pad_h, sh, kh, height, ph_n)
+    j_lo, j_hi = interior(pad_w, sw, kw, width, pw_n)
     zero = dx.dtype.type(0)
+    full = dx.dtype.type(kh * kw)
     for p in prange(n_planes):
-        for h in range(height):
-            for w in range(width):
-                dx[p, h, w] = zero
+        dxp = dxf[p]
+        for k in range(height * width):
+            dxp[k] = zero
         for i in range(ph_n):
             hs = i * sh - pad_h
             he = min(hs + kh, height + pad_h)
             rows = he - hs
             hs = max(hs, 0)
             he = min(he, height)
+            inside = i_lo <= i < i_hi
             for j in range(pw_n):
                 ws = j * sw - pad_w
-                we = min(ws + kw, width + pad_w)
-                g = dout[p, i, j] / dx.dtype.type(rows * (we - ws))
-                ws = max(ws, 0)
-                we = min(we, width)
-                for h in range(hs, he):
-                    for w in range(ws, we):
-                        dx[p, h, w] += g
+                if inside and j_lo <= j < j_hi:
+                    g = dout[p, i, j] / full
+                    first = np.uint64(hs * width + ws)
+                    for t in range(offsets.size):
+                        dxp[first + offsets[t]] += g
+                else:
+                    we = min(ws + kw, width + pad_w)
+                    g = dout[p, i, j] / dx.dtype.type(rows * (we - ws))
+                    ws = max(ws, 0)
+                    we = min(we, width)
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            dxp[h * width + w] += g
 
 
 @njit(cache=True, parallel=True)
@@ -376,6 +436,7 @@ class Pooling(Layer):
         ph = self._pooled(height, kh, sh, pad_h, "height", shape)
         pw = self._pooled(width, kw, sw, pad_w, "width", shape)
         self.window = (kh, kw, sh, sw, pad_h, pad_w)
+        self.offsets = window_offsets(kh, kw, width)
         self.bottom_shape = shape
         top_shape = (n, c, ph, pw)
         self.top = np.zeros(top_shape, self.dtype)
@@ -396,12 +457,12 @@ class Pooling(Layer):
         kh, kw, sh, sw, pad_h, pad_w = self.window
         pool = self.p.pool
         if pool == "MAX":
-            max_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, out, mask)
+            max_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, self.offsets, out, mask)
             if self.top_mask is not None:
                 np.copyto(self.top_mask, self.mask)
                 return [self.top, self.top_mask]
         elif pool == "AVE":
-            ave_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, out)
+            ave_pool_forward(x, kh, kw, sh, sw, pad_h, pad_w, self.offsets, out)
         elif self.phase == "train":
             self.rng.random(out=self.u)
             stochastic_pool_forward_train(x, kh, kw, sh, sw, self.u.reshape(n * c, ph, pw),
@@ -422,7 +483,7 @@ class Pooling(Layer):
             scatter_pool_backward(dout, self.mask.reshape(n * c, ph, pw),
                                   self.dx.reshape(n * c, height * width))
         elif pool == "AVE":
-            ave_pool_backward(dout, kh, kw, sh, sw, pad_h, pad_w,
+            ave_pool_backward(dout, kh, kw, sh, sw, pad_h, pad_w, self.offsets,
                               self.dx.reshape(n * c, height, width))
         else:
             stochastic_pool_backward_test(self.x.reshape(n * c, height, width),

@@ -98,6 +98,14 @@ def test_within_hand_computed_divides_by_n_squared_and_ignores_k(lh):
         np.testing.assert_allclose(layer.forward([x])[0], x / 31, rtol=1e-15)
 
 
+@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (2, 1, 1, 6), (1, 3, 6, 1)])
+def test_within_window_larger_than_the_plane(lh, rng, shape):
+    x = rng.standard_normal(shape)
+    layer, _ = lh.make_layer(LRN, [shape], local_size=5, alpha=2.0, norm_region="WITHIN_CHANNEL")
+    np.testing.assert_allclose(layer.forward([x])[0], reference_within(x, 5, 2.0), rtol=1e-13)
+    gradcheck(LRN, [x], {"local_size": 5, "alpha": 2.0, "norm_region": "WITHIN_CHANNEL"})
+
+
 def test_within_corner_window_counts_padding(lh):
     """3x3 plane of ones, n = 3, alpha = 9, beta = 1: a corner sees 4 cells (scale 5),
     an edge 6 (scale 7), the centre 9 (scale 10): the divisor is always 9."""
