@@ -33,8 +33,8 @@ global_pooling takes the kernel from the bottom's H x W (at every reshape) and n
 and stride 1; padding needs pool MAX or AVE and pad < kernel on each axis.
 
 Errors (UserError naming the layer): the key rules above, a second top with pool AVE or
-STOCHASTIC, a bottom without exactly 4 axes, a kernel larger than the padded input (no window
-fits), and a window with no input cell at all: CEIL without padding and a stride larger than
+STOCHASTIC, a bottom without exactly 4 axes, an input too small for a single window, and a
+window with no input cell at all: CEIL without padding and a stride larger than
 the kernel can start the last window past the input (Caffe then outputs -FLT_MAX with mask -1
 and its backward writes out of bounds); round_mode FLOOR or a matching stride avoids it.
 
@@ -415,8 +415,9 @@ class Pooling(Layer):
         if pad > 0 and (n - 1) * s >= size + pad:
             n -= 1  # the last window would start in the trailing padding: Caffe drops it
         if n < 1:
-            raise self._error(f"kernel {k} is larger than the padded input {axis} "
-                              f"{size} + 2*{pad} of bottom shape {shape}: no window fits")
+            raise self._error(f"kernel {k} leaves no window on the input {axis} {size} + "
+                              f"2*{pad} padding (stride {s}, round_mode {self.p.round_mode}) "
+                              f"of bottom shape {shape}")
         if (n - 1) * s - pad >= size:
             raise self._error(f"stride {s} > kernel {k} with round_mode CEIL leaves the last "
                               f"window (start {(n - 1) * s - pad}) outside the input {axis} "

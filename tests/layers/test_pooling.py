@@ -495,7 +495,8 @@ def test_in_a_net_with_the_mask_top():
     ({"kernel_size": 2}, (2, 5, 5), r"bottom b0 has shape \(2, 5, 5\); Pooling needs 4 axes"),
     ({"kernel_size": 2}, (1, 2, 3, 5, 5), r"bottom b0 has shape \(1, 2, 3, 5, 5\)"),
     ({"kernel_size": 4}, (1, 1, 3, 5),
-     r"kernel 4 is larger than the padded input height 3 \+ 2\*0 of bottom shape \(1, 1, 3, 5\)"),
+     r"kernel 4 leaves no window on the input height 3 \+ 2\*0 padding \(stride 1, "
+     r"round_mode CEIL\) of bottom shape \(1, 1, 3, 5\)"),
     ({"kernel_size": 1, "stride": 2}, (1, 1, 8, 8),
      r"stride 2 > kernel 1 .*last window \(start 8\) outside the input height 8"),
 ])
@@ -519,7 +520,8 @@ def test_floor_avoids_the_empty_window_error(lh):
 def test_reshape_rejects_an_input_too_small_for_the_kernel(lh):
     layer, _ = lh.make_layer(Pooling, [(1, 1, 6, 6)], name="pool1", kernel_size=3,
                              round_mode="FLOOR")
-    with pytest.raises(UserError, match=r"layer pool1 .*kernel 3 .*width 2"):
+    with pytest.raises(UserError, match=r"layer pool1 .*kernel 3 leaves no window on the input "
+                                        r"width 2 .*round_mode FLOOR"):
         layer.reshape([(1, 1, 6, 2)])
 
 
