@@ -1,6 +1,6 @@
 """Pooling and LRN, forward and forward+backward: layerflow's layers against PyTorch (CPU).
 
-    python benchmarks/bench_pool_lrn.py            # 5 fresh processes per framework and thread count
+    python benchmarks/bench_pool_lrn.py            # 5 processes per framework and thread count
     python benchmarks/bench_pool_lrn.py --quick    # 2 processes, fewer iterations
 
 Shapes (float32, NCHW):

@@ -90,8 +90,8 @@ def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, out):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def lrn_across_backward(x, y, scale, dout, size, alpha_over_n, beta, ratio, dx):
-    """dx[n, c] = dout[n, c] scale[n, c]^-beta
-                  - 2 alpha_over_n beta x[n, c] sum_{|j - c| <= pre} dout[n, j] y[n, j] / scale[n, j]
+    """dx[n, c] = dout[n, c] scale[n, c]^-beta - 2 alpha_over_n beta x[n, c]
+                  * sum_{|j - c| <= pre} dout[n, j] y[n, j] / scale[n, j]
 
     x, y, scale, dout, dx: (N, C, H*W); ratio: (threads, C, H*W) scratch, one slab per thread
     holding dout y / scale of the image it works on. prange over N.
