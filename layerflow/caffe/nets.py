@@ -82,6 +82,12 @@ GENERIC = ("name", "type", "bottom", "top", "include", "exclude", "param", "loss
            "propagate_down")
 
 
+def repeated(fd) -> bool:
+    """Whether a field is repeated (`is_repeated` since protobuf 6, `label` before)."""
+    flag = getattr(fd, "is_repeated", None)
+    return flag if flag is not None else fd.label == fd.LABEL_REPEATED
+
+
 def f32(v: float) -> float:
     """A float32 field's value as the shortest decimal that reads back to it (0.1, not
     0.10000000149011612)."""
@@ -138,7 +144,7 @@ def _accepts_list(annotation) -> bool:
 
 def _value(fd, value) -> Any:
     """A protobuf field's value as YAML data (repeated fields as lists)."""
-    if fd.label == fd.LABEL_REPEATED:
+    if repeated(fd):
         return [_scalar(fd, v) for v in value]
     return _scalar(fd, value)
 
@@ -323,7 +329,7 @@ def _own_keys(lp, ctype, lf_type, cls, layer: _Layer, where, name, fix_path) -> 
                 caffe = FILLER_DEFAULTS.get((lf_type, key), {"type": "constant", "value": 0.0})
                 layer.entry[key] = dict(caffe)
                 layer.from_[(key,)] = (sub, 0)
-            elif fd.has_default_value and fd.label != fd.LABEL_REPEATED:
+            elif fd.has_default_value and not repeated(fd):
                 caffe = _default(fd)
                 mine = lf_default.value if hasattr(lf_default, "value") else lf_default
                 if caffe != mine:
@@ -381,7 +387,7 @@ def _lf_to_caffe_type(lf_type: str, entry: dict) -> str:
 
 def _set(msg, fd_name: str, value, where: str) -> None:
     fd = msg.DESCRIPTOR.fields_by_name[fd_name]
-    if fd.label == fd.LABEL_REPEATED:
+    if repeated(fd):
         values = value if isinstance(value, list) else [value]
         target = getattr(msg, fd_name)
         for v in values:
@@ -487,7 +493,7 @@ def yaml_to_net(config, msgs, path_out: Callable[[str], str]):
                                 f"{ctype} layer")
             msg = getattr(lp, target)
             fd = msg.DESCRIPTOR.fields_by_name[key]
-            if fd.message_type is None and fd.label != fd.LABEL_REPEATED and \
+            if fd.message_type is None and not repeated(fd) and \
                     fd.has_default_value and _same(_default(fd), value):
                 continue  # Caffe's default: leave the field unset
             if (target, key) in PATH_FIELDS:
