@@ -121,7 +121,7 @@ def check_types(pos, prefix: tuple = ()) -> None:
 
     n = len(prefix)
     for path, token in pos.values.items():
-        if len(path) != n + 5 or path[:n] != prefix or path[n + 2:n + 4] != ("type", 0):
+        if len(path) != n + 4 or path[:n] != prefix or path[n + 2:n + 4] != ("type", 0):
             continue
         kind, i = path[n], path[n + 1]
         if kind == "layer":
@@ -278,6 +278,9 @@ def net_to_yaml(net, origins: list[tuple], pos, fix_path: Callable[[str], str],
             _data_layer(lp, ctype, layer, where, name, fix_path)
         else:
             _own_keys(lp, ctype, lf_type, cls, layer, where, name, fix_path)
+        if ctype == "Input" and len(lp.input_param.shape) == 1 and len(lp.top) > 1:
+            # Caffe: one shape is shared by every top
+            layer.entry["shape"] = layer.entry["shape"] * len(lp.top)
         i = len(layers)
         marks[("layers", i)] = mark(origin)
         for key_path, rel in layer.from_.items():
@@ -382,7 +385,8 @@ def _lf_to_caffe_type(lf_type: str, entry: dict) -> str:
             if source is not None and backend == source:
                 return ctype
         return "Data"
-    return lf_type
+    raise UserError(f"type {lf_type} has no Caffe counterpart (Caffe types layerflow writes: "
+                    f"{', '.join(sorted(TYPES))}, Data, HDF5Data, ImageData)")
 
 
 def _set(msg, fd_name: str, value, where: str) -> None:
@@ -434,6 +438,23 @@ def _to_proto(fd, v, where: str):
     return int(v)
 
 
+def explicit_bottoms(config) -> list[list[str]]:
+    """Each layer's bottoms with layerflow's stack rule spelled out (Caffe has none): a layer
+    without `bottom` that takes bottoms reads the first top of the layer before it in the
+    file (in each phase, as long as the phases' layers name their tops alike)."""
+    out, prev = [], None
+    for lc in config.layers:
+        if lc.spec.bottom is not None:
+            out.append(list(lc.spec.bottom))
+        elif lc.cls.num_bottoms != 0 and prev is not None:
+            out.append([prev])
+        else:
+            out.append([])
+        tops = lc.spec.top if lc.spec.top is not None else [lc.name]
+        prev = tops[0] if tops else prev
+    return out
+
+
 def yaml_to_net(config, msgs, path_out: Callable[[str], str]):
     """A NetParameter of a validated NetConfig, every key of every layer written, and Caffe's
     defaults made explicit where layerflow's differ (an InnerProduct's xavier filler)."""
@@ -441,16 +462,19 @@ def yaml_to_net(config, msgs, path_out: Callable[[str], str]):
     net.name = config.name
     if config.force_backward:
         net.force_backward = True
-    for lc in config.layers:
+    bottoms = explicit_bottoms(config)
+    for lc, bottom in zip(config.layers, bottoms):
         where = f"{lc.loc}: layers[{lc.index}] ({lc.name})"
         lp = net.layer.add()
         spec = lc.spec
         params = lc.params.model_dump()
-        ctype = _lf_to_caffe_type(lc.cls.type, params)
+        try:
+            ctype = _lf_to_caffe_type(lc.cls.type, params)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
         lp.name = spec.name
         lp.type = ctype
-        if spec.bottom is not None:
-            lp.bottom.extend(spec.bottom)
+        lp.bottom.extend(bottom)
         lp.top.extend(spec.top if spec.top is not None else [spec.name])
         if spec.loss_weight is not None:
             lp.loss_weight.extend(spec.loss_weight)
