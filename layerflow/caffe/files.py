@@ -118,11 +118,10 @@ def net_data(net, origins, pos, fix_path, warn) -> tuple[dict, dict]:
 
 
 def _warn_list(warnings: list[str] | None) -> Callable[[str], None]:
-    if warnings is None:
-        import sys
-
-        return lambda msg: print(f"warning: {msg}", file=sys.stderr)
-    return warnings.append
+    """Where notes on what was ignored go: `layerflow convert` shows them; an in-memory
+    conversion (training a .prototxt directly) keeps quiet about Caffe-only settings such
+    as solver_mode, as the converted files would."""
+    return (lambda msg: None) if warnings is None else warnings.append
 
 
 def net_source(path: str | Path, *, out_dir: Path | None = None,
@@ -293,6 +292,8 @@ def solver_sources(path: str | Path, *, out_dir: Path | None = None,
                  f"{','.join(value)}` (the solver YAML has no weights key)")
         elif name in SOLVER_IGNORED:
             warn(f"{mark((name,))}: {name}: ignored ({SOLVER_IGNORED[name]})")
+    if "type" not in data:
+        put("type", solver.type, ("type",))  # Caffe's default, SGD: explicit in the YAML
     if "snapshot_prefix" not in data:
         # Caffe's default: the solver file's path without its extension
         data["snapshot_prefix"] = fix(str(path.with_suffix("")))

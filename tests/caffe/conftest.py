@@ -147,6 +147,7 @@ def write():
 def make_lmdb(path: Path, images: np.ndarray, labels) -> Path:
     """An LMDB of hand-encoded Datum records, keys as convert_imageset writes them."""
     lmdb = pytest.importorskip("lmdb")
+    path.parent.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(path), map_size=1 << 26)
     with env.begin(write=True) as txn:
         for i, (img, lab) in enumerate(zip(images, labels)):
