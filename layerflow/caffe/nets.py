@@ -288,10 +288,67 @@ def net_to_yaml(net, origins: list[tuple], pos, fix_path: Callable[[str], str],
         layers.append(layer.entry)
     if not layers:
         raise UserError(f"{file}: the net has no layers")
+    _rename_duplicates(layers, marks, warn)
     data["layers"] = layers
     marks[("layers",)] = marks[("layers", 0)]
     marks[()] = f"{file}:1:1"
     return data, marks
+
+
+def _met(rule: dict, phase: str, level: int, stages: set) -> bool:
+    return ((rule.get("phase") in (None, phase))
+            and rule.get("min_level", level) <= level <= rule.get("max_level", level)
+            and all(s in stages for s in rule.get("stage", []))
+            and not any(s in stages for s in rule.get("not_stage", [])))
+
+
+def _kept(entry: dict, phase: str, level: int, stages: set) -> bool:
+    if "include" in entry:
+        return any(_met(r, phase, level, stages) for r in entry["include"])
+    return not any(_met(r, phase, level, stages) for r in entry.get("exclude", []))
+
+
+def _states(layers: list[dict]):
+    """The net states a net is built in: both phases, the levels at and around each bound,
+    and no stage or one of the stages named (alternative data layers chosen by stage, as in
+    the MNIST autoencoder, are each kept with their own stage)."""
+    rules = [r for e in layers for k in ("include", "exclude") for r in e.get(k, [])]
+    levels = {0}
+    for r in rules:
+        for k in ("min_level", "max_level"):
+            if k in r:
+                levels |= {r[k] - 1, r[k], r[k] + 1}
+    names = sorted({s for r in rules for k in ("stage", "not_stage") for s in r.get(k, [])})
+    subsets = [set()] + [{n} for n in names]
+    return [(p, lv, st) for p in ("train", "test") for lv in sorted(levels) for st in subsets]
+
+
+def _rename_duplicates(layers: list[dict], marks: dict, warn) -> None:
+    """Caffe lets two layers share a name (the MNIST autoencoder's two "loss" layers);
+    layerflow names each layer of a net once. A later layer that is in the same net as an
+    earlier one of its name (some state of `_states` keeps both) gets `_<n>` appended."""
+    by_name: dict[str, list[int]] = {}
+    for i, e in enumerate(layers):
+        by_name.setdefault(e["name"], []).append(i)
+    dups = {n: idx for n, idx in by_name.items() if len(idx) > 1}
+    if not dups:
+        return
+    states = _states(layers)
+    taken = set(by_name)
+    for name, idx in dups.items():
+        for j, i in enumerate(idx[1:], start=1):
+            clash = any(_kept(layers[i], *st) and _kept(layers[k], *st)
+                        for k in idx[:j] for st in states)
+            if not clash:
+                continue
+            n = 1
+            while f"{name}_{n}" in taken:
+                n += 1
+            new = f"{name}_{n}"
+            taken.add(new)
+            layers[i]["name"] = new
+            warn(f"{marks.get(('layers', i), '?')}: layer {name}: a second layer of this name "
+                 f"in the same net; renamed {new} (layerflow names each layer once)")
 
 
 def _sub_path(sub: str, field: str) -> tuple:
