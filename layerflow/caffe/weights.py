@@ -55,13 +55,25 @@ def blob_to_array(blob, where: str) -> np.ndarray:
     return values.reshape(shape)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def array_to_blob(array: np.ndarray, blob) -> None:
-    """Write `array` as Caffe writes blobs: `shape`, and `data` (float32) or `double_data`."""
+    """Write `array` as Caffe writes blobs: `shape`, and `data` (float32) or `double_data`.
+
+    The values go in as one packed field merged into the message by protobuf's own parser
+    (tag, byte length, the little-endian values): filling the repeated field from Python
+    costs ~0.3 s per million values (11 s for AlexNet's fc6), this ~5 ms."""
     blob.shape.dim.extend(int(d) for d in array.shape)
-    if array.dtype == np.float64:
-        blob.double_data.extend(array.reshape(-1).tolist())
-    else:
-        blob.data.extend(np.asarray(array, np.float32).reshape(-1).tolist())
+    field, dtype = (8, "<f8") if array.dtype == np.float64 else (5, "<f4")
+    raw = np.ascontiguousarray(array, dtype).tobytes()
+    blob.MergeFromString(_varint(field << 3 | 2) + _varint(len(raw)) + raw)
 
 
 def _read_message(path: Path, cls, what: str):
