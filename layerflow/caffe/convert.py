@@ -36,8 +36,8 @@ def _kind(path: Path) -> str:
                     f".caffemodel, .safetensors, .binaryproto and .npy")
 
 
-def _dump(data: dict, header: str) -> bytes:
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+def _dump(data: dict, header: str, flow=None) -> bytes:
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=flow, width=100)
     return (header + text).encode("utf-8")
 
 
@@ -147,7 +147,7 @@ def _prototxt_to_yaml(src: Path, dst: Path, warnings: list[str]) -> list[Path]:
         _write(dst, _dump(net_src.data, head))
         return [dst]
     solver_src, net_src, net_name = solver_sources(src, out_dir=out_dir, warnings=warnings)
-    net_path = out_dir / solver_src.data["net"]
+    net_path = dst.parent / solver_src.data["net"]
     if net_path.resolve() == dst.resolve():
         raise UserError(f"{dst}: the solver's net would be written to the same file; name "
                         f"the output differently")
@@ -157,7 +157,7 @@ def _prototxt_to_yaml(src: Path, dst: Path, warnings: list[str]) -> list[Path]:
     parse_solver(solver_src)
     _write(net_path, _dump(net_src.data, f"# converted by `layerflow convert` from "
                                          f"{Path(net_src.file).name}\n"))
-    _write(dst, _dump(solver_src.data, head))
+    _write(dst, _dump(solver_src.data, head, flow=False))
     return [dst, net_path]
 
 
