@@ -270,3 +270,36 @@ def test_missing_mean_binaryproto_names_layer_and_path(write, tmp_path, lmdb_db)
     with pytest.raises(UserError, match=r"net.prototxt:1:1: layers\[0\] \(data\): mean_file "
                                         r".*nope.binaryproto: .binaryproto file not found"):
         build_net(net, "test")
+
+
+def test_batchnorm_scale_prelu_blobs_map_to_layerflow_params(wire, write, tmp_path):
+    """BatchNorm's three sums, Scale's weight and bias, a channel-shared PReLU's 0-axis blob."""
+    net_path = write(tmp_path, "bn.prototxt", """
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
+        layer { name: "sc" type: "Scale" bottom: "bn" top: "sc" scale_param { bias_term: true } }
+        layer { name: "pr" type: "PReLU" bottom: "sc" top: "pr" prelu_param { channel_shared: true } }
+    """)
+    mean_sum, var_sum, factor = np.array([2.0, 4, 6]), np.array([8.0, 8, 8]), np.array([2.0])
+    gamma, beta = np.array([1.0, 2, 3]), np.array([0.5, 0, -0.5])
+    model = tmp_path / "bn.caffemodel"
+    model.write_bytes(wire.net("bn", layers=[
+        wire.layer("bn", "BatchNorm", [wire.blob(mean_sum, shape=[3]),
+                                       wire.blob(var_sum, shape=[3]),
+                                       wire.blob(factor, shape=[1])]),
+        wire.layer("sc", "Scale", [wire.blob(gamma, shape=[3]), wire.blob(beta, shape=[3])],
+                   bottom=["bn"]),
+        wire.layer("pr", "PReLU", [wire.blob([0.1], shape=[])]),
+    ]))
+    from layerflow.builder import build_net
+    from layerflow.weights import copy_weight_files
+
+    net = build_net(net_path, "test", dtype="float64")
+    copied, _ = copy_weight_files(net, str(model))
+    assert sorted(copied) == ["bn.mean", "bn.scale_factor", "bn.variance", "pr.weight",
+                              "sc.bias", "sc.weight"]
+    x = np.array([[1.0, 2.0, -4.0], [3.0, -1.0, 0.0]])
+    y = net.forward({"data": x})["pr"]
+    # Caffe's global stats: mean = sum / factor, var = sum / factor
+    z = gamma * (x - mean_sum / 2) / np.sqrt(var_sum / 2 + 1e-5) + beta
+    np.testing.assert_allclose(y, np.where(z > 0, z, 0.1 * z), rtol=1e-6)
