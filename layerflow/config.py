@@ -7,7 +7,7 @@ pydantic error at `("layers", 3, "num_output")` becomes
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, get_args, get_origin
 
 import numpy as np
 
-from ..errors import UserError, a_an
+from ..errors import UserError
 
 # Caffe type -> (layerflow type, the sub-messages Caffe's layer reads)
 TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -593,6 +593,10 @@ def _same(caffe_default, value) -> bool:
 
 
 def _data_to_proto(lp, ctype, params: dict, where: str, path_out) -> None:
+    if ctype == "Data" and str(params.get("backend")).lower() not in ("lmdb", "leveldb"):
+        raise UserError(f"{where}: source {params.get('source')!r} has no Caffe counterpart: "
+                        f"Caffe's data layers read lmdb, leveldb, hdf5 and image lists "
+                        f"(backend: lmdb, hdf5, images)")
     sub = getattr(lp, DATA_PARAMS[ctype])
     tp = lp.transform_param
     for key, value in params.items():

@@ -422,3 +422,11 @@ def test_export_of_a_key_caffe_lacks_is_an_error(cli, tmp_path):
         {"name": "svm", "type": "SVMLoss", "bottom": ["in", "in"]}]}))
     err = cli.error(cli.invoke("convert", tmp_path / "net.yaml", "-o", tmp_path / "n.prototxt"))
     assert "layers[1] (svm): type SVMLoss has no Caffe counterpart" in err
+
+
+def test_export_of_a_source_caffe_cannot_read_is_an_error(cli, tmp_path):
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump({"layers": [
+        {"name": "data", "type": "Data", "top": ["data", "label"], "source": "spiral",
+         "batch_size": 10}]}))
+    err = cli.error(cli.invoke("convert", tmp_path / "net.yaml", "-o", tmp_path / "n.prototxt"))
+    assert "layers[0] (data): source 'spiral' has no Caffe counterpart" in err

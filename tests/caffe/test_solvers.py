@@ -4,7 +4,6 @@ accepting a .prototxt; --stage/--level."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
