@@ -233,3 +233,31 @@ def test_solver_yaml_exports_to_a_solver_prototxt(cli, project, tmp_path):
     text = (out / "back" / "solver.prototxt").read_text()
     assert 'net: "../net.yaml"' in text and 'lr_policy: "inv"' in text
     assert "solver_mode: CPU" in text
+
+
+def test_train_from_caffemodel_weights_list(cli, project):
+    """Fine-tuning: a caffemodel (with a layer the net lacks) then a safetensors override."""
+    cli.ok(cli.invoke("train", "models/tiny/solver.prototxt", "--json", cwd=project))
+    snap = project / "snapshots" / "tiny_iter_40.safetensors"
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(snap))
+    weights["old_head.weight"] = np.ones((2, 2), np.float32)
+    save_file(weights, str(project / "w.safetensors"))
+    from layerflow.caffe.weights import array_to_blob
+    from layerflow.caffe.proto import messages
+
+    net = messages().NetParameter()
+    for lname in ("ip1", "ip2", "old_head"):
+        lp = net.layer.add()
+        lp.name, lp.type = lname, "InnerProduct"
+        for pname in ("weight", "bias"):
+            if f"{lname}.{pname}" in weights:
+                array_to_blob(weights[f"{lname}.{pname}"], lp.blobs.add())
+    (project / "pre.caffemodel").write_bytes(net.SerializeToString())
+    save_file({"ip2.bias": np.array([0.0, 0.0], np.float32)}, str(project / "head.safetensors"))
+    res = cli.ok(cli.invoke("train", "models/tiny/solver.prototxt", "--weights",
+                            "pre.caffemodel,head.safetensors", "--set", "max_iter=1",
+                            "--set", "test_interval=1", "--json", cwd=project))
+    assert "pre.caffemodel: ignoring source layer old_head" in res.stderr
+    assert json.loads(res.stdout)["test"]["accuracy"] >= 0.9  # the pretrained weights
