@@ -69,10 +69,12 @@ def resolve(value: str, second: Path | None) -> Path:
 def path_writer(out_dir: Path | None, second: Path | None) -> Callable[[str], str]:
     """Caffe path -> the path to write: relative to `out_dir`, or absolute without one."""
     def fix(value: str) -> str:
+        if not value:
+            return value
         p = resolve(value, second)
-        if out_dir is None:
-            return str(p)
-        return os.path.relpath(p, out_dir.resolve())
+        out = str(p) if out_dir is None else os.path.relpath(p, out_dir.resolve())
+        # ImageData's root_folder is a raw prefix (Caffe concatenates): keep its slash
+        return out + "/" if value.endswith("/") and not out.endswith("/") else out
     return fix
 
 
