@@ -21,24 +21,38 @@ def _overrides(overrides) -> Overrides | None:
     return overrides or None
 
 
+def _stages(stage) -> tuple[str, ...]:
+    """--stage values: repeated and/or comma-separated (Caffe's `-stage a,b`)."""
+    if stage is None:
+        return ()
+    items = [stage] if isinstance(stage, str) else list(stage)
+    return tuple(s.strip() for item in items for s in item.split(",") if s.strip())
+
+
 def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | None = None,
-              overrides=None, dtype: str | None = None, seed: int = 0) -> Net:
-    """The net of a YAML file for one phase, after `overrides` (an Overrides, or a list of
-    `KEY=VALUE` strings: only their layers./net. keys apply)."""
+              overrides=None, dtype: str | None = None, seed: int = 0, level: int = 0,
+              stage=None) -> Net:
+    """The net of a YAML file (or Caffe .prototxt) for one phase, level and stages, after
+    `overrides` (an Overrides, or a list of `KEY=VALUE` strings: only their layers./net. keys
+    apply)."""
     load_plugins(plugins)
     src = load_yaml(path)
     overrides = _overrides(overrides)
     if overrides is not None:
         overrides.apply_net(src)
-    return Net(parse_net(src), phase, seed=seed, dtype=dtype)
+    return Net(parse_net(src), phase, seed=seed, dtype=dtype, level=level,
+               stages=_stages(stage))
 
 
-def build_solver(path: str | Path, *, plugins: list[str] | None = None, overrides=None):
+def build_solver(path: str | Path, *, plugins: list[str] | None = None, overrides=None,
+                 level: int | None = None, stage=None):
     """Read solver.yaml and its net, build the train net, the test net when the solver tests,
     and the solver of the file's `type`.
 
     `overrides` edit the solver's and the net's YAML before validation, so their errors name
     the `--set` argument. The seed is `random_seed`, or taken from the clock when it is -1.
+    `level`/`stage` (the CLI's --level/--stage) replace the solver's train_state, as Caffe's
+    `caffe train -level -stage` do; the test net keeps the solver's test_state.
     """
     load_plugins(plugins)
     overrides = _overrides(overrides)
@@ -52,15 +66,19 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
         raise UserError(f"{src.locate(('type',))}: type: {err}") from None
     spec = cfg.spec
     seed = spec.random_seed if spec.random_seed >= 0 else time.time_ns() % (2 ** 31)
-    net_src = load_yaml(cfg.net_path)
+    net_src = src.children.get("net") or load_yaml(cfg.net_path)
     if overrides is not None:
         overrides.apply_net(net_src)
     net_config = parse_net(net_src)
-    net = Net(net_config, "train", seed=seed)
+    train_level = spec.train_state.level if level is None else level
+    train_stages = tuple(spec.train_state.stage) if stage is None else _stages(stage)
+    net = Net(net_config, "train", seed=seed, level=train_level, stages=train_stages)
     test_nets = []
     if spec.test_interval > 0 or spec.test_iter > 0:
-        if not any(in_phase(c, "test") for c in net_config.layers):
+        test_state = (spec.test_state.level, tuple(spec.test_state.stage))
+        if not any(in_phase(c, "test", *test_state) for c in net_config.layers):
             raise UserError(f"{cfg.source.file}: test_interval/test_iter are set but the "
                             f"net has no layers in the test phase")
-        test_nets.append(Net(net_config, "test", seed=seed, share_params_with=net))
+        test_nets.append(Net(net_config, "test", seed=seed, share_params_with=net,
+                             level=test_state[0], stages=test_state[1]))
     return solver_cls(cfg, net, test_nets, seed=seed)

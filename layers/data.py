@@ -118,13 +118,23 @@ class Data(Layer):
         path = Path(source).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
+    def _binaryproto(self, path: Path) -> np.ndarray:
+        """Caffe's mean file (compute_image_mean's BlobProto, 1 x C x H x W); the caffe extra."""
+        from layerflow.caffe.weights import read_binaryproto
+
+        try:
+            return read_binaryproto(path)
+        except UserError as err:
+            raise self._error(f"mean_file {err}") from None
+
     def _mean(self, sample_shape: tuple[int, ...]) -> np.ndarray:
         """The mean subtracted from one sample, as a float64 array of the sample's shape."""
         p = self.p
         if p.mean_file is not None:
             path = self._path(p.mean_file)
             try:
-                mean = np.load(path, allow_pickle=False)
+                mean = self._binaryproto(path) if path.suffix.lower() == ".binaryproto" \
+                    else np.load(path, allow_pickle=False)
             except (FileNotFoundError, IsADirectoryError) as exc:
                 raise self._error(f"mean_file {file_error(path, exc, 'an .npy file')}") from None
             except (OSError, ValueError, EOFError) as exc:
