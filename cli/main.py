@@ -10,15 +10,20 @@ from .app import PluginOpt, app, emit_json, run
 
 @app.command()
 def train(
-    solver: Path = typer.Argument(..., help="solver.yaml"),
+    solver: Path = typer.Argument(..., help="solver.yaml (or a Caffe solver .prototxt)"),
     resume: Optional[str] = typer.Option(None, "--resume",
                                          help="A .solverstate to continue from, or 'auto' "
                                               "for the newest snapshot under snapshot_prefix "
                                               "(none yet: start fresh; a damaged one is "
                                               "reported and the next older one used)."),
-    weights: Optional[Path] = typer.Option(None, "--weights",
-                                           help="Initialise params from a .safetensors "
-                                                "file (matched by layer name)."),
+    weights: Optional[str] = typer.Option(None, "--weights",
+                                          help="Initialise params from a .safetensors or "
+                                               ".caffemodel file, or a comma-separated list "
+                                               "(later files override; matched by layer name)."),
+    stage: Optional[List[str]] = typer.Option(None, "--stage", help="Stage of the train net "
+                                              "(repeatable or comma-separated; Caffe's -stage)."),
+    level: Optional[int] = typer.Option(None, "--level", help="Level of the train net "
+                                        "(Caffe's -level)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     plugin: Optional[List[str]] = PluginOpt,
     sets: Optional[List[str]] = typer.Option(
@@ -46,7 +51,8 @@ def train(
 
     events = make_events(quiet=as_json)
     summary = run(engine_train, solver, resume=resume, weights=weights, plugins=plugin,
-                  events=events, overrides=list(sets or []), profile=profile)
+                  events=events, overrides=list(sets or []), profile=profile, level=level,
+                  stage=stage)
     if as_json:
         emit_json(summary)
     elif profile:
@@ -61,8 +67,12 @@ def train(
 
 @app.command()
 def test(
-    net: Path = typer.Argument(..., help="net.yaml"),
-    weights: Path = typer.Option(..., "--weights", help="Weights (.safetensors) to evaluate."),
+    net: Path = typer.Argument(..., help="net.yaml (or a Caffe net .prototxt)"),
+    weights: str = typer.Option(..., "--weights", help="Weights (.safetensors, .caffemodel, "
+                                                       "or a comma-separated list) to evaluate."),
+    stage: Optional[List[str]] = typer.Option(None, "--stage", help="Stage of the net "
+                                              "(repeatable or comma-separated; Caffe's -stage)."),
+    level: int = typer.Option(0, "--level", help="Level of the net (Caffe's -level)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1,
                                              help="Batches to average (default: one pass "
                                                   "over the test data)."),
@@ -72,7 +82,10 @@ def test(
     """Evaluate NET (test phase) with WEIGHTS: mean of each output over the batches."""
     from layerflow.trainer import test as engine_test
 
-    result = run(engine_test, net, weights, iterations=iterations, plugins=plugin)
+    result = run(engine_test, net, weights, iterations=iterations, plugins=plugin,
+                 level=level, stage=stage)
+    for warning in result.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         emit_json(result)
     else:

@@ -15,38 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError, a_an, did_you_mean, file_error
-
-Path_ = tuple  # a key path: ("layers", 3, "num_output")
-
-
-@dataclass
-class Source:
-    """A YAML document: its data and where each key path was written."""
-
-    file: str
-    data: Any
-    marks: dict[Path_, str] = field(default_factory=dict)
-
-    @property
-    def base_dir(self) -> Path:
-        return Path(self.file).resolve().parent if self.file != "<string>" else Path.cwd()
-
-    def locate(self, path: Path_) -> str:
-        """'file:line:col' of the deepest written part of `path`."""
-        # one value written where a list is expected (`include: {phase: test}`) has no index
-        # in the file: skip indices that were not written
-        kept: tuple = ()
-        for part in path:
-            if isinstance(part, int) and kept + (part,) not in self.marks:
-                continue
-            kept += (part,)
-        path = kept
-        while path:
-            if path in self.marks:
-                return self.marks[path]
-            path = path[:-1]
-        return self.marks.get((), f"{self.file}:1:1")
-
+from .source import Path_, Source  # noqa: F401  (Source is part of this module's API)
 
 _PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map",
                yaml.SequenceNode: "tag:yaml.org,2002:seq"}
@@ -114,9 +83,17 @@ def _mark(node: yaml.Node, file: str) -> str:
 
 
 def load_yaml(path: str | Path) -> Source:
-    """Read a YAML file safely; every problem is a UserError naming file:line:col."""
+    """Read a YAML file safely; every problem is a UserError naming file:line:col.
+
+    A Caffe `.prototxt` (net or solver) is converted in memory (layerflow.caffe, the `caffe`
+    extra): its Source holds the YAML data, with marks at the prototxt's lines.
+    """
     path = Path(path)
     file = str(path)
+    if file.lower().endswith((".prototxt", ".pbtxt")):
+        from .caffe.files import load_source
+
+        return load_source(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -227,12 +204,45 @@ class _Strict(BaseModel):
 
 
 class PhaseRule(_Strict):
-    phase: Literal["train", "test"] = Field(description="train | test")
+    """One include/exclude rule (Caffe's NetStateRule). It is met when every part given is:
+    the phase, min_level <= level <= max_level, every `stage` among the net's stages and no
+    `not_stage` among them."""
+
+    phase: Optional[Literal["train", "test"]] = Field(None, description="train | test "
+                                                      "(unset: any phase)")
+    min_level: Optional[int] = Field(None, description="met only when level >= min_level")
+    max_level: Optional[int] = Field(None, description="met only when level <= max_level")
+    stage: list[str] = Field(default_factory=list, description="met only when the net has "
+                                                               "all these stages (--stage)")
+    not_stage: list[str] = Field(default_factory=list, description="met only when the net has "
+                                                                   "none of these stages")
 
     @field_validator("phase", mode="before")
     @classmethod
     def _lower(cls, v):
         return v.lower() if isinstance(v, str) else v
+
+    _stages = field_validator("stage", "not_stage", mode="before")(
+        lambda cls, v: [v] if isinstance(v, str) else v)
+
+    def met(self, phase: str, level: int = 0, stages=()) -> bool:
+        """Caffe's StateMeetsRule."""
+        return ((self.phase is None or self.phase == phase)
+                and (self.min_level is None or level >= self.min_level)
+                and (self.max_level is None or level <= self.max_level)
+                and all(s in stages for s in self.stage)
+                and not any(s in stages for s in self.not_stage))
+
+
+class NetState(_Strict):
+    """The level and stages a net is built with (Caffe's NetState, less the phase)."""
+
+    level: int = Field(0, description="compared with the rules' min_level/max_level")
+    stage: list[str] = Field(default_factory=list, description="matched by the rules' "
+                                                               "stage/not_stage")
+
+    _stages = field_validator("stage", mode="before")(
+        lambda cls, v: [v] if isinstance(v, str) else v)
 
 
 class ParamSpec(_Strict):
@@ -260,9 +270,12 @@ class LayerSpec(_Strict):
     exclude: Optional[list[PhaseRule]] = Field(None, description="phases the layer is not in")
     param: list[ParamSpec] = Field(default_factory=list, description="per-param lr/decay/sharing")
     loss_weight: Optional[list[float]] = Field(None, description="weight of each top in the loss")
+    propagate_down: Optional[list[bool]] = Field(
+        None, description="per bottom: whether backward computes its diff (Caffe's rule: "
+                          "given, it decides; default: where some layer below needs it)")
 
     _as_lists = field_validator("bottom", "top", "include", "exclude", "loss_weight",
-                                mode="before")(lambda cls, v: _as_list(v))
+                                "propagate_down", mode="before")(lambda cls, v: _as_list(v))
 
     @field_validator("param", mode="before")
     @classmethod
@@ -395,6 +408,10 @@ class SolverSpec(_Strict):
     snapshot_after_train: bool = Field(True, description="snapshot when training ends")
     snapshot_keep: int = Field(0, ge=0, description="keep only the newest N snapshots (0: all)")
     random_seed: int = Field(-1, description="seed of every random choice (-1: from the clock)")
+    train_state: NetState = Field(default_factory=NetState,
+                                  description="level and stages of the train net")
+    test_state: NetState = Field(default_factory=NetState,
+                                 description="level and stages of the test net")
 
     @field_validator("type", "lr_policy", mode="before")
     @classmethod

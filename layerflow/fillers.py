@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class FillerSpec(BaseModel):
@@ -24,6 +24,16 @@ class FillerSpec(BaseModel):
     std: float = Field(1.0, ge=0, description="gaussian: standard deviation")
     variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = Field(
         "FAN_IN", description="xavier/msra: which fan sets the scale")
+    sparse: int = Field(-1, ge=-1, description="gaussian: keep each value with probability "
+                                               "sparse / shape[0] and zero the rest (the "
+                                               "expected non-zeros per input); -1: dense")
+
+    @model_validator(mode="after")
+    def _sparse_gaussian(self):
+        if self.sparse >= 0 and self.type != "gaussian":
+            raise ValueError(f"sparse applies to the gaussian filler only (Caffe's rule); "
+                             f"type is {self.type}")
+        return self
 
 
 def _fan(shape: tuple[int, ...], norm: str) -> float:
@@ -48,6 +58,9 @@ def fill(spec: FillerSpec, shape: tuple[int, ...], dtype, rng: np.random.Generat
         out = rng.uniform(spec.min, spec.max, size=shape)
     elif spec.type == "gaussian":
         out = rng.normal(spec.mean, spec.std, size=shape)
+        if spec.sparse >= 0:  # Caffe's GaussianFiller: a Bernoulli mask, p = sparse / shape[0]
+            p = spec.sparse / shape[0] if len(shape) > 0 and shape[0] else 1.0
+            out = out * (rng.random(size=shape) < p)
     elif spec.type == "xavier":
         a = np.sqrt(3.0 / _fan(shape, spec.variance_norm))
         out = rng.uniform(-a, a, size=shape)

@@ -80,12 +80,13 @@ def _located(err: UserError, node: "_Node") -> UserError:
     return err
 
 
-def in_phase(cfg: LayerConfig, phase: str) -> bool:
-    """Whether a layer is in `phase` by its include/exclude rules."""
+def in_phase(cfg: LayerConfig, phase: str, level: int = 0, stages=()) -> bool:
+    """Whether a layer is in the net of this phase, level and stages (Caffe's FilterNet): with
+    include rules, when any is met; with exclude rules, unless any is met."""
     spec = cfg.spec
-    if spec.include is not None and not any(r.phase == phase for r in spec.include):
+    if spec.include is not None and not any(r.met(phase, level, stages) for r in spec.include):
         return False
-    if spec.exclude is not None and any(r.phase == phase for r in spec.exclude):
+    if spec.exclude is not None and any(r.met(phase, level, stages) for r in spec.exclude):
         return False
     return True
 
@@ -142,12 +143,15 @@ class Net:
     """
 
     def __init__(self, config: NetConfig, phase: str = "train", *, seed: int = 0,
-                 dtype: str | None = None, share_params_with: "Net | None" = None):
+                 dtype: str | None = None, share_params_with: "Net | None" = None,
+                 level: int = 0, stages=()):
         if phase not in ("train", "test"):
             raise UserError(f"phase must be train or test, got {phase!r}")
         self.config = config
         self.name = config.name
         self.phase = phase
+        self.level = int(level)
+        self.stages = tuple(stages)
         self.dtype = np.dtype(dtype or config.dtype)
         self.seed = seed
         self.force_backward = config.force_backward
@@ -172,9 +176,12 @@ class Net:
         return cls(parse_net(load_yaml_text(text, file), plugins), phase, **kw)
 
     def _build(self, config: NetConfig) -> None:
-        cfgs = [c for c in config.layers if in_phase(c, self.phase)]
+        cfgs = [c for c in config.layers if in_phase(c, self.phase, self.level, self.stages)]
         if not cfgs:
-            raise UserError(f"{config.source.file}: the net has no layers in phase {self.phase}")
+            state = "".join([f", level {self.level}" if self.level else "",
+                             f", stages {list(self.stages)}" if self.stages else ""])
+            raise UserError(f"{config.source.file}: the net has no layers in phase "
+                            f"{self.phase}{state}")
         seen: dict[str, LayerConfig] = {}
         for c in cfgs:
             if c.name in seen:
@@ -208,6 +215,10 @@ class Net:
                 raise UserError(f"{where}: {a_an(c.spec.type)} layer gives "
                                 f"{_arity_str(c.cls.num_tops)} top(s), got "
                                 f"{len(top_names)}: {top_names}")
+            pd = c.spec.propagate_down
+            if pd is not None and len(pd) != len(bottom_names):
+                raise UserError(f"{where}: propagate_down has {len(pd)} values for "
+                                f"{len(bottom_names)} bottom(s); give one per bottom")
             if len(set(top_names)) != len(top_names):
                 raise UserError(f"{where}: the same top is listed twice: {top_names}")
             bottom_keys = [latest.get(b) for b in bottom_names]  # None: forward reference
@@ -554,8 +565,16 @@ class Net:
         if plan is not None:
             return plan
         needs: set[str] = set()  # blob keys whose diff someone needs
+
+        def wanted(node) -> list[bool]:
+            # propagate_down, when given, decides per bottom (Caffe's Net::AppendBottom)
+            given = node.config.spec.propagate_down
+            if given is not None:
+                return list(given)
+            return [b.key in needs for b in node.bottoms]
+
         for node in self._nodes:
-            if node.layer.params or any(b.key in needs for b in node.bottoms) or (
+            if node.layer.params or any(wanted(node)) or (
                     self.force_backward and not node.bottoms):
                 needs.update(t.key for t in node.tops)
         reaches: set[str] = set(seed_blobs)
@@ -563,7 +582,7 @@ class Net:
         for node in reversed(self._nodes):
             if not node.layer.has_backward or not any(t.key in reaches for t in node.tops):
                 continue
-            pd = [b.key in needs for b in node.bottoms]
+            pd = wanted(node)
             if not (node.layer.params or any(pd)):
                 continue
             reaches.update(b.key for b, p in zip(node.bottoms, pd) if p)

@@ -110,8 +110,9 @@ class DataParams(BaseModel):
     mean_value: Optional[float | list[float]] = Field(
         None, description="subtracted from the data before scaling: one number, or one per "
                           "channel (the first axis of a sample)")
-    mean_file: Optional[str] = Field(None, description=".npy array of one sample's shape, "
-                                                       "subtracted before scaling")
+    mean_file: Optional[str] = Field(None, description=".npy array of one sample's shape (or "
+                                                       "Caffe's .binaryproto), subtracted "
+                                                       "before scaling")
 
     @field_validator("backend")
     @classmethod

@@ -47,6 +47,7 @@ from .errors import DivergenceError, UserError
 from .net import Net
 from .profile import LayerTimer
 from .solver import Solver
+from .weights import copy_weight_files
 
 EXIT_INTERRUPTED = 130
 
@@ -338,9 +339,13 @@ class Trainer:
 
 def train(solver_path: str | Path, *, resume: str | None = None, weights: str | None = None,
           overrides=None, plugins: list[str] | None = None,
-          events: Events | None = None, profile: bool = False) -> dict:
+          events: Events | None = None, profile: bool = False, level: int | None = None,
+          stage=None) -> dict:
     """Engine entry point of `layerflow train`: build, maybe resume or load weights, run.
 
+    `weights`: a .safetensors or .caffemodel file, or a comma-separated list of them (later
+    files override earlier ones; source layers the net lacks are reported as warnings).
+    `level`/`stage`: the train net's state (Caffe's -level/-stage), replacing train_state.
     `profile`: time each layer of the train net; the summary gets a "profile" report.
 
     `overrides`: an Overrides, or the list of `--set KEY=VALUE` strings.
@@ -348,15 +353,18 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
     """
     if resume and weights:
         raise UserError("give --resume or --weights, not both (resume restores the weights)")
-    solver = build_solver(solver_path, plugins=plugins, overrides=overrides)
+    solver = build_solver(solver_path, plugins=plugins, overrides=overrides, level=level,
+                          stage=stage)
     trainer = Trainer(solver, events or Events())
     if resume:
         trainer.resume(resume)
     elif weights:
-        copied = solver.net.copy_from(snap.load_weights(Path(weights)), str(weights))
+        copied, notes = copy_weight_files(solver.net, weights)
         if not copied:
             raise UserError(f"{weights}: no param in the file matches a layer of the net "
                             f"(params are matched by layer name)")
+        for note in notes:  # Caffe's "Ignoring source layer"
+            trainer.events.warning(note)
     if not profile:
         return trainer.run()
     profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
@@ -369,10 +377,13 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,
-         plugins: list[str] | None = None, phase: str = "test") -> dict:
-    """Engine entry point of `layerflow test`: mean outputs of the net with these weights."""
-    net = build_net(net_path, phase, plugins=plugins)
-    copied = net.copy_from(snap.load_weights(Path(weights)), str(weights))
+         plugins: list[str] | None = None, phase: str = "test", level: int = 0,
+         stage=None) -> dict:
+    """Engine entry point of `layerflow test`: mean outputs of the net with these weights
+    (one file or a comma-separated list, as for `train`; "warnings" lists the source layers
+    the net lacks)."""
+    net = build_net(net_path, phase, plugins=plugins, level=level, stage=stage)
+    copied, notes = copy_weight_files(net, weights)
     missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
                if f"{l}.{p}" not in copied]
     if missing:
@@ -382,4 +393,4 @@ def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = 
     t0 = time.perf_counter()
     results = evaluate(net, iters)
     return {"iterations": iters, "outputs": results,
-            "elapsed_s": round(time.perf_counter() - t0, 3)}
+            "elapsed_s": round(time.perf_counter() - t0, 3), "warnings": notes}

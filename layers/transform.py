@@ -41,15 +41,24 @@ def sample_mean(mean_value, mean_file: str | None, sample_shape: tuple[int, ...]
     """The mean subtracted from one sample, as a float64 array of `sample_shape`.
 
     mean_file: an .npy array of the sample's shape (or with a leading 1, as Caffe's mean blobs
-    have), relative to `base_dir`; mean_value: one number, or one per channel (the first axis);
-    neither: 0. `what` names the samples in messages ("a sample of fashion-mnist"), `error`
-    makes the UserError (naming the layer).
+    have), or Caffe's .binaryproto (compute_image_mean's BlobProto, the caffe extra), relative
+    to `base_dir`; mean_value: one number, or one per channel (the first axis); neither: 0.
+    `what` names the samples in messages ("a sample of fashion-mnist"), `error` makes the
+    UserError (naming the layer).
     """
     if mean_file is not None:
         path = Path(mean_file).expanduser()
         path = path if path.is_absolute() else base_dir / path
         try:
-            mean = np.load(path, allow_pickle=False)
+            if path.suffix.lower() == ".binaryproto":
+                from layerflow.caffe.weights import read_binaryproto
+
+                try:
+                    mean = read_binaryproto(path)
+                except UserError as err:
+                    raise error(f"mean_file {err}") from None
+            else:
+                mean = np.load(path, allow_pickle=False)
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise error(f"mean_file {file_error(path, exc, 'an .npy file')}") from None
         except (OSError, ValueError, EOFError) as exc:
