@@ -78,4 +78,7 @@ def test(
     else:
         for name, value in result["outputs"].items():
             typer.echo(f"{name} = {value:.6g}")
-        typer.echo(f"({result['iterations']} batches, {result['elapsed_s']} s)")
+        samples = f", {result['samples']} samples" if result["samples"] else ""
+        typer.echo(f"({result['iterations']} batches{samples}, {result['elapsed_s']} s)")
+    if result.get("warning"):
+        typer.echo(f"warning: {result['warning']}", err=True)

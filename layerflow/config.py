@@ -385,7 +385,8 @@ class SolverSpec(_Strict):
     display: int = Field(0, ge=0, description="print the loss every N iterations (0: never)")
     average_loss: int = Field(1, ge=1, description="smooth the displayed loss over N iterations")
     test_interval: int = Field(0, ge=0, description="test every N iterations (0: never)")
-    test_iter: int = Field(0, ge=0, description="batches per test")
+    test_iter: int = Field(0, ge=0, description="batches per test (0: exactly one pass over "
+                                                "the test data, from its first sample)")
     test_initialization: bool = Field(True, description="test before the first iteration")
     snapshot: int = Field(0, ge=0, description="snapshot every N iterations (0: only at the end)")
     snapshot_prefix: Optional[str] = Field(None, description="path prefix of snapshot files")

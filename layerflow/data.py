@@ -387,6 +387,11 @@ class Cursor:
                 self.order = self._order(self.epoch)
         return out
 
+    def rewind(self) -> None:
+        """Back to the first sample of the first epoch's order (a test pass starts there)."""
+        self.position, self.epoch = 0, 0
+        self.order = self._order(0)
+
     def state(self) -> dict[str, np.ndarray]:
         return {"cursor": np.array([self.position], np.int64),
                 "epoch": np.array([self.epoch], np.int64),

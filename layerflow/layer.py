@@ -76,6 +76,8 @@ class Layer:
             a loss_weight on them is an error, and the net never runs their backward.
         is_input: its tops are fed by the caller (`Net.forward({blob: x})`); such a layer
             implements `feed_shapes` and `feed`.
+        (A data layer, which reads a data set batch by batch, implements `epoch`, `rewind`
+        and `set_batch_size`, so tests can make exactly one pass over its data.)
         kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
             bottom elements that close to it; None: no fixed kink.
 
@@ -163,9 +165,26 @@ class Layer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what `state()` returned."""
 
-    def batches_per_epoch(self) -> int | None:
-        """Data layers: batches in one pass over their data; None for every other layer."""
+    # -- data layers (they read a data set, one batch per forward) -----------------------
+    def epoch(self) -> tuple[int, int] | None:
+        """Data layers: (samples in one pass over the data, samples per batch); None for every
+        other layer. The net reads it to run exactly one pass (`Net.epoch`)."""
         return None
+
+    def batches_per_epoch(self) -> int | None:
+        """Batches in one pass over the data (the last may be partial); None if no data."""
+        epoch = self.epoch()
+        return None if epoch is None else -(-epoch[0] // epoch[1])
+
+    def rewind(self) -> None:
+        """Data layers: the next batch starts at the first sample of the data, in the order
+        of the first epoch (a test pass starts there every time)."""
+
+    def set_batch_size(self, n: int) -> None:
+        """Data layers: give batches of `n` samples from the next `reshape` on (the net
+        reshapes right after, and puts the old size back if some layer rejects the new one).
+        Only called on layers whose `epoch()` is not None."""
+        raise NotImplementedError(f"{self.type} reads no data set")
 
     def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
         """Forward floating-point operations for these bottom shapes (for `summary`)."""

@@ -346,9 +346,16 @@ class Net:
         put back exactly as it was (buffers included, so the last fed batch is still there)
         and the layer's UserError is raised.
         """
+        self._reshape()
+
+    def _reshape(self, change=None) -> None:
+        """`reshape`, after calling `change()` (which sets new shapes in some layers) inside
+        the same all-or-nothing: a rejection undoes the change too."""
         saved_layers = [dict(vars(n.layer)) for n in self._nodes]
         saved_blobs = [(b, b.shape, b.data) for b in self._all_blobs.values()]
         try:
+            if change is not None:
+                change()
             for node in self._nodes:
                 self._reshape_node(node)
         except BaseException:
@@ -359,6 +366,41 @@ class Net:
                 blob.shape, blob.data = shape, data
             raise
         self._plans.clear()
+
+    # -- passes over the data (tests) ---------------------------------------------------
+    def _data_layers(self) -> list[tuple[Layer, tuple[int, int]]]:
+        return [(layer, e) for layer in self.layers if (e := layer.epoch()) is not None]
+
+    def epoch(self) -> tuple[int, int] | None:
+        """(samples, batch size) of one pass over this net's data, as its data layers declare
+        (`Layer.epoch`); None when no layer reads a data set. Data layers of different sizes
+        are a UserError: one pass over both is not defined."""
+        found = self._data_layers()
+        if not found:
+            return None
+        (first, e0), *rest = found
+        for layer, e in rest:
+            if e[0] != e0[0]:
+                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
+                                f"({e0[0]} samples) and {layer.name} ({e[0]} samples) differ "
+                                f"in size, so one pass over the data is not defined; give "
+                                f"the number of batches (test_iter, --iterations)")
+            if e[1] != e0[1]:
+                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
+                                f"(batch_size {e0[1]}) and {layer.name} (batch_size {e[1]}) "
+                                f"must read batches of one size")
+        return e0
+
+    def rewind(self) -> None:
+        """Every data layer starts again at its first sample (`Layer.rewind`)."""
+        for layer, _ in self._data_layers():
+            layer.rewind()
+
+    def set_batch_size(self, n: int) -> None:
+        """Data layers give batches of `n` samples from the next forward on; the net reshapes
+        (all or nothing: a size some layer rejects leaves the net as it was)."""
+        layers = [layer for layer, _ in self._data_layers()]
+        self._reshape(lambda: [layer.set_batch_size(n) for layer in layers])
 
     def _share_params(self, other: "Net") -> set[int]:
         """Use `other`'s Param objects for every layer of the same name (test nets); returns

@@ -8,7 +8,8 @@ Files beside the snapshots (`<prefix>` = snapshot_prefix):
     <prefix>_metrics.jsonl  one JSON record per event, appended:
         {"event": "train", "iter", "lr", "loss" (smoothed over average_loss iterations),
          "outputs": {blob: value of the last iteration}, "elapsed_s"}
-        {"event": "test", "iter", "outputs": {blob: mean over test_iter batches}, "elapsed_s"}
+        {"event": "test", "iter", "outputs": {blob: mean over one pass over the test data,
+         or over test_iter batches when given}, "elapsed_s"}
         {"event": "resume" | "interrupted" | "diverged" | "warning", "iter", ...}
     <prefix>_solver.yaml, <prefix>_net.yaml   the configuration actually run (after --set
         overrides, with the random seed used), rewritten at the start of every run.
@@ -51,20 +52,67 @@ from .solver import Solver
 EXIT_INTERRUPTED = 130
 
 
-def evaluate(net: Net, iterations: int) -> dict[str, float]:
-    """Mean of each output blob (summed over its elements) over `iterations` forward passes."""
+def evaluate(net: Net, iterations: int | None = None) -> dict[str, float]:
+    """The mean of each output blob (summed over its elements) over one test pass: see
+    `evaluate_pass`."""
+    return evaluate_pass(net, iterations)["outputs"]
+
+
+def evaluate_pass(net: Net, iterations: int | None = None) -> dict:
+    """Run a test: {"outputs": {blob: mean}, "batches": forwards run, "samples": samples read}.
+
+    The net's data layers start at their first sample. Without `iterations`: exactly one pass
+    over the data (`Net.epoch`), the last batch as small as the rest of the data (the net
+    reshapes for it, then back), each output weighted by its batch's size, so the mean is
+    over every sample once. With `iterations` (Caffe's test_iter): that many batches of the
+    declared size, wrapping around the data if they reach its end (`coverage_warning`). A net
+    that reads no data set (Input layers) runs `iterations` or Caffe's 50 forwards.
+    """
+    net.rewind()
+    if iterations:
+        sizes, exact = [1] * iterations, False  # whole batches: each output counts once
+    else:
+        epoch = net.epoch()
+        exact = epoch is not None
+        if exact:
+            n, batch = epoch
+            sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+        else:
+            sizes = [1] * 50
     totals: dict[str, float] = {name: 0.0 for name in net.outputs}
-    for _ in range(iterations):
-        net.run_forward()
-        for name in net.outputs:
-            totals[name] += float(net.blobs[name].data.sum())
-    return {name: total / iterations for name, total in totals.items()}
+    current = sizes[0]
+    try:
+        for size in sizes:
+            if size != current:
+                net.set_batch_size(size)
+                current = size
+            net.run_forward()
+            for name in net.outputs:
+                totals[name] += size * float(net.blobs[name].data.sum())
+    finally:
+        if current != sizes[0]:
+            net.set_batch_size(sizes[0])
+    weight = sum(sizes)
+    return {"outputs": {name: total / weight for name, total in totals.items()},
+            "batches": len(sizes), "samples": weight if exact else None}
 
 
-def default_test_iterations(net: Net) -> int:
-    """One pass over the smallest data source of the net, or Caffe's 50 when unknown."""
-    passes = [n for layer in net.layers if (n := layer.batches_per_epoch())]
-    return min(passes) if passes else 50
+def coverage_warning(net: Net, iterations: int, what: str = "test_iter") -> str | None:
+    """The warning for `iterations` batches that do not read the net's data exactly once
+    (`what` names the setting: "test_iter", "--iterations"); None when they do."""
+    epoch = net.epoch()
+    if epoch is None or not iterations:
+        return None
+    n, batch = epoch
+    read = iterations * batch
+    if read == n:
+        return None
+    effect = (f"{n - read} of them are never tested" if read < n else
+              f"{read - n} are counted twice" if read <= 2 * n else
+              "every one is counted more than once, some more often than others")
+    return (f"{what} {iterations} x batch_size {batch} = {read} samples per test, but the "
+            f"test data of net {net.name} has {n}: {effect}; leave {what} out for exactly "
+            f"one pass over the test data")
 
 
 class Events:
@@ -94,6 +142,7 @@ class Trainer:
         self.last_snapshot: Path | None = None
         self.resumed_from: Path | None = None
         self._requests: deque = deque()  # "snapshot" | "stop", appended by signal handlers
+        self._coverage_checked: set[str] = set()  # test nets whose test_iter was checked
 
     # -- starting points ----------------------------------------------------------------
     def resume(self, where: str | Path) -> Path | None:
@@ -222,8 +271,12 @@ class Trainer:
         solver = self.solver
         results: dict[str, float] = {}
         for net in solver.test_nets:
-            iters = solver.spec.test_iter or default_test_iterations(net)
-            results.update(evaluate(net, iters))
+            if solver.spec.test_iter and net.name not in self._coverage_checked:
+                self._coverage_checked.add(net.name)
+                warning = coverage_warning(net, solver.spec.test_iter)
+                if warning:
+                    self._warn(warning)
+            results.update(evaluate(net, solver.spec.test_iter or None))
         self.last_test = results
         record = {"event": "test", "iter": solver.iter, "outputs": results,
                   "elapsed_s": round(self.elapsed(), 3)}
@@ -370,7 +423,9 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,
          plugins: list[str] | None = None, phase: str = "test") -> dict:
-    """Engine entry point of `layerflow test`: mean outputs of the net with these weights."""
+    """Engine entry point of `layerflow test`: mean outputs of the net with these weights,
+    over one exact pass over its test data, or over `iterations` batches from its first
+    sample (with a "warning" when they do not read it exactly once)."""
     net = build_net(net_path, phase, plugins=plugins)
     copied = net.copy_from(snap.load_weights(Path(weights)), str(weights))
     missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
@@ -378,8 +433,11 @@ def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = 
     if missing:
         raise UserError(f"{weights}: has no values for {', '.join(missing)}; were these weights "
                         f"trained for {net_path}?")
-    iters = iterations or default_test_iterations(net)
+    warning = coverage_warning(net, iterations, "--iterations") if iterations else None
     t0 = time.perf_counter()
-    results = evaluate(net, iters)
-    return {"iterations": iters, "outputs": results,
-            "elapsed_s": round(time.perf_counter() - t0, 3)}
+    result = evaluate_pass(net, iterations)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    result["iterations"] = result.pop("batches")
+    if warning:
+        result["warning"] = warning
+    return result

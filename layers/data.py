@@ -6,7 +6,9 @@ Each batch is gathered from the stored arrays (uint8 images stay uint8 in memory
 preallocated buffers of the net's dtype; the first top is transformed on the way:
     data[i] = (x[index[i]] - mean) * scale          mean: mean_value or mean_file, else 0
 Batches follow the stored order, or a fresh permutation every epoch with `shuffle: true`; a batch
-that crosses the end of the data continues at the start of the next epoch.
+that crosses the end of the data continues at the start of the next epoch. For a test pass the
+net rewinds the layer to its first sample and may ask for a smaller last batch (`epoch`,
+`rewind`, `set_batch_size`: the data-layer part of the contract).
 
 Sources (a registry, `layerflow.sources`; a plugin can add one, with its own keys):
     spiral                  CS231n's 2-D spiral (keys num_classes, points_per_class, noise, seed)
@@ -82,19 +84,26 @@ class Data(Layer):
         self.scale = self.dtype.type(self.p.scale)
         seed = int(self.rng.integers(2**63))
         self.cursor = datasets.Cursor(n, self.p.shuffle, seed)
+        self.batch_size = self.p.batch_size  # a test pass may end with a smaller batch
 
     def reshape(self, bottom_shapes):
-        b = self.p.batch_size
+        b = self.batch_size
         self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
         self.index = np.zeros(b, np.int64)
         return [t.shape for t in self.tops]
 
-    def batches_per_epoch(self):
-        return -(-self.num_samples // self.p.batch_size)
+    def epoch(self):
+        return self.num_samples, self.p.batch_size
+
+    def rewind(self):
+        self.cursor.rewind()
+
+    def set_batch_size(self, n):
+        self.batch_size = int(n)
 
     def forward(self, bottoms):
         self.cursor.next(self.index)
-        b = self.p.batch_size
+        b = self.batch_size
         gather_transform(self.arrays[0], self.index, self.mean, self.scale,
                          self.tops[0].reshape(b, -1))
         for x, top in zip(self.arrays[1:], self.tops[1:]):

@@ -54,6 +54,27 @@ def test_shapes_order_and_wrap_around(counting_npz):
     assert layer.backward([]) == []
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_epoch_rewind_and_a_smaller_last_batch(counting_npz, shuffle):
+    """The data-layer contract a test pass uses: (samples, batch size), back to the first
+    sample of the first epoch's order, and batches of another size after a reshape."""
+    layer = make(counting_npz, source="d.npz", batch_size=4, shuffle=shuffle)
+    assert layer.epoch() == (10, 4) and layer.batches_per_epoch() == 3
+    first = [label.tolist() for _, label in batches(layer, 2)]
+    batches(layer, 3)  # somewhere in the second epoch
+    layer.rewind()
+    assert [label.tolist() for _, label in batches(layer, 2)] == first
+    layer.set_batch_size(2)
+    assert layer.reshape([]) == [(2, 2), (2,)]
+    data, label = layer.forward([])
+    seen = {int(v) for b in first for v in b}
+    assert label.shape == (2,) and set(label.astype(int)) == set(range(10)) - seen
+    if not shuffle:
+        assert label.tolist() == [8, 9]
+    np.testing.assert_array_equal(data[:, 1], 10 + label)
+    assert layer.epoch() == (10, 4)  # the declared batch size is still the pass's
+
+
 def test_batch_larger_than_the_dataset(counting_npz):
     layer = make(counting_npz, tops=["label"], source="d.npz", batch_size=23)
     (label,), = batches(layer, 1)
