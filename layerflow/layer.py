@@ -77,7 +77,9 @@ class Layer:
         is_input: its tops are fed by the caller (`Net.forward({blob: x})`); such a layer
             implements `feed_shapes` and `feed`.
         (A data layer, which reads a data set batch by batch, implements `epoch`, `rewind`
-        and `set_batch_size`, so tests can make exactly one pass over its data.)
+        and `set_batch_size`, so tests can make exactly one pass over its data, and
+        `check_labels`, so labels outside the classes of the layers that read them
+        (`label_bottoms`) are an error when the net is built.)
         kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
             bottom elements that close to it; None: no fixed kink.
 
@@ -185,6 +187,20 @@ class Layer:
         reshapes right after, and puts the old size back if some layer rejects the new one).
         Only called on layers whose `epoch()` is not None."""
         raise NotImplementedError(f"{self.type} reads no data set")
+
+    def check_labels(self, top: int, num_classes: int, ignore_label: int | None) -> None:
+        """Data layers: raise a UserError naming the file, the row and the value (as written:
+        4, not 4.0) of the first label of top `top` that is not a class index in
+        [0, num_classes) nor `ignore_label`. The net calls it once it is built, for each top
+        some layer reads as labels (`label_bottoms`), so bad labels are found when the data
+        is read, not batches later."""
+
+    # -- layers that read class labels --------------------------------------------------
+    def label_bottoms(self) -> dict[int, tuple[int, int | None]]:
+        """{bottom index: (number of classes, ignore_label or None)} for the bottoms this
+        layer reads as class indices (a classifier's labels); called after `reshape`, so the
+        classes may come from the shapes. Default: none."""
+        return {}
 
     def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
         """Forward floating-point operations for these bottom shapes (for `summary`)."""

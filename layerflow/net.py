@@ -284,8 +284,27 @@ class Net:
             except UserError as err:
                 raise _located(err, node) from None
             self._reshape_node(node)
+        self._check_labels()
         self.params: dict[str, dict[str, Param]] = {
             n.layer.name: n.layer.params for n in self._nodes if n.layer.params}
+
+    def _check_labels(self) -> None:
+        """Tell each data layer which of its tops some layer reads as class labels, and of how
+        many classes (`Layer.label_bottoms`), so it checks them now (`Layer.check_labels`)
+        instead of a loss layer finding a bad one batches later."""
+        made_by = {id(t): (n, j) for n in self._nodes for j, t in enumerate(n.tops)}
+        for node in self._nodes:
+            for b, (classes, ignore) in node.layer.label_bottoms().items():
+                producer, top = made_by[id(node.bottoms[b])]
+                if producer.layer.epoch() is None:
+                    continue  # fed or computed labels: the reading layer checks each batch
+                try:
+                    producer.layer.check_labels(top, classes, ignore)
+                except UserError as err:
+                    err.args = (f"{err}; layer {node.layer.name} ({node.layer.type}) reads "
+                                f"top \"{producer.tops[top].name}\" as labels of "
+                                f"{classes} classes",)
+                    raise _located(err, producer) from None
 
     @staticmethod
     def _loss_weights(c: LayerConfig, n_tops: int) -> list[float]:

@@ -29,7 +29,7 @@ from numba import njit
 from layerflow import Layer, UserError, register_layer
 from layerflow import data as datasets
 from layerflow import sources
-from layerflow.errors import file_error
+from layerflow.errors import as_written, file_error
 
 
 @njit(cache=True)
@@ -68,8 +68,9 @@ class Data(Layer):
     def setup(self, bottom_shapes):
         names = list(self.top_names)
         try:
-            source = sources.resolve(self.p.source, self.p.backend)
-            arrays = source(self.p, base_dir=self.base_dir, phase=self.phase).load(names)
+            source_cls = sources.resolve(self.p.source, self.p.backend)
+            self.source = source_cls(self.p, base_dir=self.base_dir, phase=self.phase)
+            arrays = self.source.load(names)
         except UserError as err:
             raise self._error(str(err)) from None
         n = len(arrays[0])
@@ -100,6 +101,23 @@ class Data(Layer):
 
     def set_batch_size(self, n):
         self.batch_size = int(n)
+
+    def check_labels(self, top, num_classes, ignore_label):
+        labels = self.arrays[top]  # (samples, values per sample), as stored
+        ok = (labels >= 0) & (labels < num_classes)
+        if labels.dtype.kind == "f":
+            ok &= labels == np.floor(labels)
+        if ignore_label is not None:
+            ok |= labels == ignore_label
+        if ok.all():
+            return
+        flat = int(np.argmin(ok.reshape(-1)))
+        row, value = flat // max(labels.shape[1], 1), labels.reshape(-1)[flat]
+        ignored = f" nor the ignore_label {ignore_label}" if ignore_label is not None else ""
+        bad = int((~ok).sum())
+        raise self._error(f"{self.source.row(self.top_names[top], row)}: label "
+                          f"{as_written(value)} is not a class index in [0, {num_classes})"
+                          f"{ignored}" + (f" (the first of {bad} bad labels)" if bad > 1 else ""))
 
     def forward(self, bottoms):
         self.cursor.next(self.index)

@@ -67,6 +67,10 @@ class ClassifierLayer(Layer):
     def reshape_scores(self, scores: tuple[int, ...]) -> None:
         """Allocate the buffers for scores of this shape."""
 
+    def label_bottoms(self):
+        # SVMLoss has no ignore_label key
+        return {1: (self.num_classes, getattr(self.p, "ignore_label", None))}
+
     def labels(self, label: np.ndarray, ignore_label: int | None = None) -> np.ndarray:
         flat = label.reshape(-1)
         check_labels(self, flat, self.num_classes, ignore_label)

@@ -203,16 +203,21 @@ def test_snapshot_folder_that_cannot_be_created(cli, tiny):
 # ---- run-time data and shapes -------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, shown", [(3, "label 3"), (-1, "label -1"), (1.5, "label 1.5")])
-def test_bad_label_at_run_time(cli, tmp_path, bad, shown):
+def test_bad_label_is_found_when_the_data_is_read(cli, tmp_path, bad, shown):
+    """The labels are checked against the loss's 3 classes when the net is built, before
+    any training: the message names the data layer, the file, the row and the value as
+    written (the .npz stores float32 labels: 3, not 3.0)."""
     labels = np.arange(12) % 3
     labels = labels.astype(float)
     labels[4] = bad
     project = cli.make_project(tmp_path / "p", labels=labels)
-    text = project.net_text
     msg = cli.error(cli.invoke("train", project.solver))
-    assert msg.startswith(f"{project.net}:{cli.pos(text, '{name: loss')}: layers[4] (loss): "
-                          f"{shown}")
-    assert "at batch index 4" in msg and "[0, 3)" in msg
+    npz = project.root / "data" / "tiny.npz"
+    assert msg == (f"{project.net}:{cli.pos(project.net_text, '{name: data')}: layers[0] "
+                   f"(data): {npz}: array \"label\", row 4: {shown} is not a class index in "
+                   f"[0, 3); layer loss (SoftmaxLoss) reads top \"label\" as labels of 3 "
+                   f"classes")
+    assert not (project.root / "out").exists()  # found before anything was trained or written
 
 
 def test_bad_label_in_layerflow_test(cli, tmp_path):
@@ -220,10 +225,14 @@ def test_bad_label_in_layerflow_test(cli, tmp_path):
     cli.ok(cli.invoke("train", good.solver))
     labels = (np.arange(12) % 3).astype(float)
     labels[7] = 9
+    labels[9] = 5
     project = cli.make_project(tmp_path / "p", labels=labels)
     msg = cli.error(cli.invoke("test", project.net, "--weights",
                                good.root / "out" / "tiny_iter_6.safetensors"))
-    assert f"{project.net}:{cli.pos(project.net_text, '{name: loss')}: layers[4] (loss): label 9" in msg
+    assert msg.startswith(f"{project.net}:{cli.pos(project.net_text, '{name: data')}: "
+                          f"layers[0] (data): {project.root / 'data' / 'tiny.npz'}: array "
+                          f"\"label\", row 7: label 9 is not a class index in [0, 3) (the "
+                          f"first of 2 bad labels)")
 
 
 def test_shape_mismatch_between_layers(cli, tiny):

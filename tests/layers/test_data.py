@@ -281,3 +281,40 @@ def test_setup_errors_name_the_layer(tmp_path, idx_pair):
 def test_registered_as_data():
     from layerflow.registry import LAYERS
     assert LAYERS.get("Data") is Data
+
+
+# ---- labels checked when the data is read --------------------------------------------------
+
+def test_check_labels_names_the_csv_line_and_the_value_as_written(tmp_path):
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n\n2,1\n3,4\n4,7\n")  # line 3 is blank
+    layer = make(tmp_path, source="t.csv", batch_size=2)
+    layer.check_labels(1, 8, None)  # 8 classes: every label is one
+    with pytest.raises(UserError) as err:
+        layer.check_labels(1, 4, None)
+    assert str(err.value) == (f"layer data (Data): {tmp_path / 't.csv'}:5, column \"label\": "
+                              f"label 4 is not a class index in [0, 4) (the first of 2 bad "
+                              f"labels)")
+
+
+@pytest.mark.parametrize("label,shown", [(1.5, "1.5"), (-1, "-1"), (3, "3")])
+def test_check_labels_of_an_npz_and_ignore_label(tmp_path, label, shown):
+    labels = np.array([0, 1, 2, label, 0], np.float32)
+    np.savez(tmp_path / "d.npz", data=np.zeros((5, 2)), label=labels)
+    layer = make(tmp_path, source="d.npz", batch_size=2)
+    with pytest.raises(UserError) as err:
+        layer.check_labels(1, 3, 255)
+    assert str(err.value) == (f"layer data (Data): {tmp_path / 'd.npz'}: array \"label\", row 3: "
+                              f"label {shown} is not a class index in [0, 3) nor the "
+                              f"ignore_label 255")
+    if label != 1.5:
+        layer.check_labels(1, 3, int(label))  # the one bad label is the ignored one: fine
+
+
+def test_check_labels_of_an_idx_pair(idx_pair):
+    folder = idx_pair[0]  # labels 3 1 4 1 5 9
+    layer = make(folder, source="images.idx", label_source="labels.idx", batch_size=2)
+    layer.check_labels(1, 10, None)
+    with pytest.raises(UserError, match=r"labels\.idx: item 4: label 5 is not a class index in "
+                                        r"\[0, 5\) \(the first of 2 bad labels\)$"):
+        layer.check_labels(1, 5, None)
+
