@@ -28,6 +28,10 @@ def train(
              "(--set layers.ip1.num_output=200; nested: layers.ip1.weight_filler.std=0.1, "
              "list items by index: layers.ip1.param.0.lr_mult=2) or net.<key> for a net key "
              "(--set net.dtype=float64). VALUE is read as YAML (numbers, true, [1, 2]...)."),
+    start_over: bool = typer.Option(False, "--start-over",
+                                    help="Start a new run even though snapshot_prefix holds "
+                                         "an earlier run's files: they are moved into a "
+                                         "dated folder beside them first."),
     profile: bool = typer.Option(False, "--profile",
                                  help="Time each layer's forward and backward during "
                                       "training; report them at the end (and in --json)."),
@@ -46,7 +50,8 @@ def train(
 
     events = make_events(quiet=as_json)
     summary = run(engine_train, solver, resume=resume, weights=weights, plugins=plugin,
-                  events=events, overrides=list(sets or []), profile=profile)
+                  events=events, overrides=list(sets or []), profile=profile,
+                  start_over=start_over)
     if as_json:
         emit_json(summary)
     elif profile:

@@ -50,7 +50,13 @@ class PlainEvents(Events):
     def warning(self, message):
         typer.echo(f"warning: {message}", err=True)
 
+    def info(self, message):
+        self.echo(message)
+
     def done(self, summary):
+        if summary.get("nothing_to_do"):
+            self.echo(summary["nothing_to_do"])
+            return
         test = ", ".join(f"{k} = {v:.4f}" for k, v in summary["test"].items())
         self.echo(f"done: {summary['iterations']} iterations in {summary['elapsed_s']:.1f} s"
                   + (f"; test {test}" if test else ""))
@@ -86,8 +92,9 @@ class RichEvents(PlainEvents):
         super().display(record)
 
     def done(self, summary):
-        self.progress.stop()
-        del self.progress
+        if hasattr(self, "progress"):  # not started when there was nothing to do
+            self.progress.stop()
+            del self.progress
         super().done(summary)
 
 

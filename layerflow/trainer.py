@@ -4,8 +4,10 @@ Loop order (Caffe's): test if due -> one iteration -> display if due -> test if 
 snapshot if due or asked for by a signal -> stop if asked. Iterations are counted as done:
 the record of iteration N comes after N updates.
 
-Files beside the snapshots (`<prefix>` = snapshot_prefix):
-    <prefix>_metrics.jsonl  one JSON record per event, appended:
+Files beside the snapshots (`<prefix>` = snapshot_prefix), one run per prefix: a new run where
+an earlier run's files are is refused, unless told to start over (the earlier files are then
+moved into a dated folder beside them, `snapshot.move_aside`); resuming continues the run.
+    <prefix>_metrics.jsonl  one JSON record per event, appended by the run and its resumes:
         {"event": "train", "iter", "lr", "loss" (smoothed over average_loss iterations),
          "outputs": {blob: value of the last iteration}, "elapsed_s"}
         {"event": "test", "iter", "outputs": {blob: mean over one pass over the test data,
@@ -23,7 +25,8 @@ layer whose top went non-finite, and the last good snapshot.
 
 Resume (`--resume PATH`): a snapshot that is unreadable, truncated, fails its checksum, or was
 written by another net or solver type is an error naming the file. `--resume auto` takes the
-newest snapshot under the prefix, or starts from scratch when there is none. Writes are atomic,
+snapshot written last under the prefix, or starts from scratch when there is none; a resume at
+or past max_iter has nothing to do, says so and writes nothing. Writes are atomic,
 so a crash never leaves a damaged snapshot, only a missing one (ignored); a snapshot that exists
 but fails its checks was damaged afterwards: auto reports it as a warning (stderr and metrics)
 and falls back to the next older one; if none is usable it is an error, never a silent fresh
@@ -124,13 +127,19 @@ class Events:
     def snapshot(self, path: Path) -> None: ...
     def iteration(self, it: int) -> None: ...
     def warning(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
     def done(self, summary: dict) -> None: ...
 
 
 @dataclass
 class Trainer:
+    """The loop around `solver`. `start_over`: a new run under a snapshot_prefix that holds
+    an earlier run's files moves them aside first (`snapshot.move_aside`); without it such a
+    run is refused, so two runs never interleave their snapshots and metrics."""
+
     solver: Solver
     events: Events = field(default_factory=Events)
+    start_over: bool = False
 
     def __post_init__(self):
         self.prefix: Path = self.solver.cfg.snapshot_prefix
@@ -143,15 +152,19 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._requests: deque = deque()  # "snapshot" | "stop", appended by signal handlers
         self._coverage_checked: set[str] = set()  # test nets whose test_iter was checked
+        self._auto_found_nothing = False  # --resume auto with no snapshot: a fresh start
+        self.moved_to: Path | None = None  # where an earlier run's files were moved
 
     # -- starting points ----------------------------------------------------------------
     def resume(self, where: str | Path) -> Path | None:
-        """Restore from a solverstate path, or 'auto' = the newest usable snapshot."""
+        """Restore from a solverstate path, or 'auto': the snapshot written last under the
+        prefix (the newest of the run that wrote last), going back to older ones past damaged
+        ones; None (a fresh start) when there is none."""
         if str(where) != "auto":
             self._restore(Path(where))
             self.resumed_from = Path(where)
             return self.resumed_from
-        found = snap.list_snapshots(self.prefix)
+        found = snap.by_write_time(self.prefix)
         problems = []
         for _, path in found:
             try:
@@ -166,6 +179,7 @@ class Trainer:
         if problems:
             raise UserError(f"--resume auto: no usable snapshot under {self.prefix}_iter_*: "
                             + "; ".join(problems))
+        self._auto_found_nothing = True
         return None
 
     def _restore(self, path: Path) -> None:
@@ -189,9 +203,13 @@ class Trainer:
     def run(self) -> dict:
         solver, spec = self.solver, self.solver.spec
         self.started = time.perf_counter()
+        if self.resumed_from is not None and solver.iter >= spec.max_iter:
+            return self._nothing_to_do()
         try:
             self.prefix.parent.mkdir(parents=True, exist_ok=True)
             snap.remove_temporaries(self.prefix)
+            if self.resumed_from is None:
+                self._claim_prefix()
             self.save_config()
         except OSError as exc:  # checked before training, as Caffe checks snapshot_prefix
             raise UserError(f"{self.solver.cfg.source.locate(('snapshot_prefix',))}: "
@@ -238,6 +256,42 @@ class Trainer:
                    "test": self.last_test, "elapsed_s": round(self.elapsed(), 3),
                    "snapshot": str(self.last_snapshot) if self.last_snapshot else None,
                    "metrics": str(self.metrics_path), "interrupted": interrupted}
+        self.events.done(summary)
+        return summary
+
+    def _claim_prefix(self) -> None:
+        """A new run needs a snapshot_prefix of its own: an earlier run's files there are an
+        error, unless asked to start over (or `--resume auto` found no snapshot to resume:
+        the files of a run that never wrote one), when they are moved into a folder beside."""
+        earlier = snap.run_files(self.prefix)
+        if not earlier:
+            return
+        if not (self.start_over or self._auto_found_nothing):
+            names = [f.name for f in earlier]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                           else "")
+            where = self.solver.cfg.source.locate(("snapshot_prefix",))
+            raise UserError(f"{where}: snapshot_prefix {self.prefix} already holds the files "
+                            f"of an earlier run ({shown}); continue that run with --resume "
+                            f"auto, or start a new one with --start-over (which moves the "
+                            f"earlier files into a dated folder beside them)")
+        self.moved_to = snap.move_aside(self.prefix)
+        message = f"moved the files of the earlier run under {self.prefix} to {self.moved_to}"
+        if self._auto_found_nothing:
+            self.events.warning(f"--resume auto: no snapshot to resume; {message}")
+        else:
+            self.events.info(message)
+
+    def _nothing_to_do(self) -> dict:
+        """A resume at or past max_iter: say so, write nothing."""
+        solver = self.solver
+        message = (f"nothing to do: {self.resumed_from.name} is at iteration {solver.iter} "
+                   f"and max_iter is {solver.spec.max_iter}; to train further, raise max_iter "
+                   f"(e.g. --set max_iter={solver.iter + solver.spec.max_iter})")
+        summary = {"iterations": solver.iter, "loss": self.smoothed_loss(), "test": {},
+                   "elapsed_s": round(self.elapsed_before, 3),
+                   "snapshot": str(self.resumed_from), "metrics": str(self.metrics_path),
+                   "interrupted": False, "nothing_to_do": message}
         self.events.done(summary)
         return summary
 
@@ -391,18 +445,24 @@ class Trainer:
 
 def train(solver_path: str | Path, *, resume: str | None = None, weights: str | None = None,
           overrides=None, plugins: list[str] | None = None,
-          events: Events | None = None, profile: bool = False) -> dict:
+          events: Events | None = None, profile: bool = False,
+          start_over: bool = False) -> dict:
     """Engine entry point of `layerflow train`: build, maybe resume or load weights, run.
 
     `profile`: time each layer of the train net; the summary gets a "profile" report.
+    `start_over`: a new run where snapshot_prefix holds an earlier run's files moves them
+    aside (see `Trainer`); without it, such a new run is a UserError.
 
     `overrides`: an Overrides, or the list of `--set KEY=VALUE` strings.
     The summary's "interrupted" is True when SIGINT stopped the run (the CLI exits 130).
     """
     if resume and weights:
         raise UserError("give --resume or --weights, not both (resume restores the weights)")
+    if resume and start_over:
+        raise UserError("give --resume or --start-over, not both (--start-over begins a new "
+                        "run, --resume continues one)")
     solver = build_solver(solver_path, plugins=plugins, overrides=overrides)
-    trainer = Trainer(solver, events or Events())
+    trainer = Trainer(solver, events or Events(), start_over=start_over)
     if resume:
         trainer.resume(resume)
     elif weights:
