@@ -217,8 +217,9 @@ def test_plugin_option_on_every_command(project, cli, monkeypatch):
 
     def forget_plugin():  # so that every command must load the plugin itself
         LAYERS.unregister("Twice")
-        for name in [m for m in sys.modules if m.startswith("layerflow_plugin_twice")]:
-            del sys.modules[name]
+        for name, module in list(sys.modules.items()):
+            if getattr(module, "__file__", None) == str(project / "twice.py"):
+                del sys.modules[name]
 
     outputs = {}
     for args in commands:
