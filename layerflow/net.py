@@ -485,9 +485,12 @@ class Net:
             lines = [f"layer {key.rpartition('.')[0]}: param {key.rpartition('.')[2]} has shape "
                      f"{tuple(weights[key].shape)} in the file but {mine[key].shape} in the net"
                      for key in wrong]
+            layers = list(dict.fromkeys(key.rpartition(".")[0] for key in wrong))
+            example = f"{layers[0]}_new"
             raise UserError(f"{source}: " + "; ".join(lines)
-                            + "; to start such a layer afresh instead, rename it in the net "
-                              "(weights are matched by layer name)")
+                            + f"; to initialize {' and '.join(layers)} afresh instead, rename "
+                              f"{'it' if len(layers) == 1 else 'them'} in the net (e.g. "
+                              f"{example}): weights are matched by layer name")
         for key in known:
             mine[key][...] = weights[key]
         return known

@@ -465,20 +465,52 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
     trainer = Trainer(solver, events or Events(), start_over=start_over)
     if resume:
         trainer.resume(resume)
-    elif weights:
-        copied = solver.net.copy_from(snap.load_weights(Path(weights)), str(weights))
-        if not copied:
-            raise UserError(f"{weights}: no param in the file matches a layer of the net "
-                            f"(params are matched by layer name)")
+    fine_tuned = fine_tune(solver.net, Path(weights), trainer.events) if weights else None
     if not profile:
-        return trainer.run()
-    profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
-    try:
         summary = trainer.run()
-    finally:
-        solver.net.remove_hook(profiler)
-    summary["profile"] = profiler.report(solver.iter - start)
+    else:
+        profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
+        try:
+            summary = trainer.run()
+        finally:
+            solver.net.remove_hook(profiler)
+        summary["profile"] = profiler.report(solver.iter - start)
+    if fine_tuned is not None:
+        summary["weights_from"] = fine_tuned
     return summary
+
+
+def fine_tune(net: Net, path: Path, events: Events) -> dict:
+    """Copy the params of a weights file into `net` by layer name (Caffe's fine-tuning) and
+    report what happened, as Caffe logs "Ignoring source layer": the file's layers (and
+    params) the net has no use for, and the net's params left to their fillers. Returns
+    {"file", "copied", "ignored", "initialized"} (qualified param names)."""
+    weights = snap.load_weights(path)
+    copied = net.copy_from(weights, str(path))
+    if not copied:
+        raise UserError(f"{path}: no param in the file matches a layer of net {net.name} "
+                        f"(params are matched by layer name); the file has "
+                        f"{', '.join(sorted(weights)) or 'no params'}")
+    mine = net.state_dict()
+    ignored = sorted(key for key in weights if key not in mine)
+    initialized = [key for key in mine if key not in weights]
+    events.info(f"fine-tuning from {path}: {len(copied)} of the net's {len(mine)} params "
+                f"copied")
+    by_layer: dict[str, list[str]] = {}
+    for key in ignored:
+        by_layer.setdefault(key.rpartition(".")[0], []).append(key)
+    for layer, keys in by_layer.items():
+        if layer in net.params:
+            events.info(f"  ignoring {', '.join(keys)} of the file: layer {layer} of the net "
+                        f"has no such param")
+        else:
+            events.info(f"  ignoring layer {layer} of the file ({', '.join(keys)}): net "
+                        f"{net.name} has no layer of that name")
+    if initialized:
+        events.info(f"  not in the file, so initialized by their fillers: "
+                    f"{', '.join(initialized)}")
+    return {"file": str(path), "copied": copied, "ignored": ignored,
+            "initialized": initialized}
 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,

@@ -156,25 +156,46 @@ def test_weights_are_copied_by_layer_name(cli, tmp_path):
              "unrelated.weight": np.ones((4, 4), np.float32)}  # no such layer: ignored
     save_file(given, str(tmp_path / "given.safetensors"))
     project = cli.make_project(tmp_path / "init", solver=solver)
-    cli.ok(cli.invoke("train", project.solver, "--weights", tmp_path / "given.safetensors"))
+    given_path = tmp_path / "given.safetensors"
+    result = cli.ok(cli.invoke("train", project.solver, "--weights", given_path))
+    # what was used, what was ignored, what was left to the fillers (Caffe's "Ignoring source
+    # layer"), before training starts
+    assert result.stdout.splitlines()[:4] == [
+        f"fine-tuning from {given_path}: 2 of the net's 4 params copied",
+        "  ignoring layer unrelated of the file (unrelated.weight): net tiny has no layer of "
+        "that name",
+        "  not in the file, so initialized by their fillers: ip2.weight, ip2.bias",
+        "training tiny with SGD for 1 iterations (seed 7)"]
     got = weights(project.root / "out" / "tiny_iter_1.safetensors")
     np.testing.assert_array_equal(got["ip1.weight"], given["ip1.weight"])
     np.testing.assert_array_equal(got["ip1.bias"], given["ip1.bias"])
     np.testing.assert_array_equal(got["ip2.weight"], init["ip2.weight"])  # filler's values
     assert set(got) == PARAM_KEYS
+    save_file({**given, "ip1.extra": np.ones(2, np.float32)}, str(given_path))
+    result = cli.ok(cli.invoke("train", project.solver, "--weights", given_path, "--json",
+                               "--start-over"))
+    report = json.loads(result.stdout)["weights_from"]
+    assert report == {"file": str(given_path), "copied": ["ip1.weight", "ip1.bias"],
+                      "ignored": ["ip1.extra", "unrelated.weight"],
+                      "initialized": ["ip2.weight", "ip2.bias"]}
+    assert "  ignoring ip1.extra of the file: layer ip1 of the net has no such param" in \
+        result.stderr.splitlines()
 
 
 def test_weights_with_no_matching_layer_is_an_error(cli, tiny, tmp_path):
     save_file({"other.weight": np.ones((2, 2), np.float32)}, str(tmp_path / "w.safetensors"))
     cli.error(cli.invoke("train", tiny.solver, "--weights", tmp_path / "w.safetensors"),
-              "no param in the file matches a layer of the net")
+              "no param in the file matches a layer of net tiny (params are matched by layer "
+              "name); the file has other.weight")
 
 
 def test_weights_shape_mismatch_is_exit_2_naming_layer_and_shapes(cli, tiny, tmp_path):
     w = tmp_path / "w.safetensors"
     save_file({"ip2.weight": np.zeros((4, 8), np.float32)}, str(w))
     cli.error(cli.invoke("train", tiny.solver, "--weights", w),
-              "layer ip2: param weight has shape (4, 8) in the file but (3, 8) in the net")
+              f"{w}: layer ip2: param weight has shape (4, 8) in the file but (3, 8) in the "
+              f"net; to initialize ip2 afresh instead, rename it in the net (e.g. ip2_new): "
+              f"weights are matched by layer name")
 
 
 # ---- the spiral model ---------------------------------------------------------------------
