@@ -58,9 +58,7 @@ def train(
         from layerflow.tools.profile import format_profile
 
         typer.echo(format_profile(summary["profile"], "per-layer time during training"))
-    if summary.get("interrupted"):
-        typer.echo(f"interrupted at iteration {summary['iterations']}; snapshot "
-                   f"{summary['snapshot']} (continue with --resume auto)", err=True)
+    if summary.get("interrupted"):  # the events said so, first
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

@@ -57,9 +57,16 @@ class PlainEvents(Events):
         if summary.get("nothing_to_do"):
             self.echo(summary["nothing_to_do"])
             return
-        test = ", ".join(f"{k} = {v:.4f}" for k, v in summary["test"].items())
+        test = ", ".join(f"{k} = {_value(v)}" for k, v in summary["test"].items())
+        if summary["interrupted"]:  # what happened first, on stderr with the other notices
+            typer.echo(f"interrupted at iteration {summary['iterations']} of "
+                       f"{summary['max_iter']} after {summary['elapsed_s']:.1f} s; snapshot "
+                       f"{summary['snapshot']} (continue with --resume auto)", err=True)
+            if test:
+                self.echo(f"last test, at iteration {summary['test_iter']}: {test}")
+            return
         self.echo(f"done: {summary['iterations']} iterations in {summary['elapsed_s']:.1f} s"
-                  + (f"; test {test}" if test else ""))
+                  + (f"; test at iteration {summary['test_iter']}: {test}" if test else ""))
 
 
 class RichEvents(PlainEvents):

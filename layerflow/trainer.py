@@ -148,6 +148,7 @@ class Trainer:
         self.elapsed_before = 0.0  # training time of the runs before a resume
         self.started = time.perf_counter()
         self.last_test: dict[str, float] = {}
+        self.last_test_iter: int | None = None  # the iteration the last test ran at
         self.last_snapshot: Path | None = None
         self.resumed_from: Path | None = None
         self._requests: deque = deque()  # "snapshot" | "stop", appended by signal handlers
@@ -252,8 +253,9 @@ class Trainer:
                 good = (f"the last good snapshot is {self.last_good_snapshot()}"
                         if self.last_good_snapshot() else "no snapshot was written")
                 raise DivergenceError(f"{err}; {good}") from None
-        summary = {"iterations": solver.iter, "loss": self.smoothed_loss(),
-                   "test": self.last_test, "elapsed_s": round(self.elapsed(), 3),
+        summary = {"iterations": solver.iter, "max_iter": spec.max_iter,
+                   "loss": self.smoothed_loss(), "test": self.last_test,
+                   "test_iter": self.last_test_iter, "elapsed_s": round(self.elapsed(), 3),
                    "snapshot": str(self.last_snapshot) if self.last_snapshot else None,
                    "metrics": str(self.metrics_path), "interrupted": interrupted}
         self.events.done(summary)
@@ -288,7 +290,8 @@ class Trainer:
         message = (f"nothing to do: {self.resumed_from.name} is at iteration {solver.iter} "
                    f"and max_iter is {solver.spec.max_iter}; to train further, raise max_iter "
                    f"(e.g. --set max_iter={solver.iter + solver.spec.max_iter})")
-        summary = {"iterations": solver.iter, "loss": self.smoothed_loss(), "test": {},
+        summary = {"iterations": solver.iter, "max_iter": solver.spec.max_iter,
+                   "loss": self.smoothed_loss(), "test": {}, "test_iter": None,
                    "elapsed_s": round(self.elapsed_before, 3),
                    "snapshot": str(self.resumed_from), "metrics": str(self.metrics_path),
                    "interrupted": False, "nothing_to_do": message}
@@ -331,7 +334,7 @@ class Trainer:
                 if warning:
                     self._warn(warning)
             results.update(evaluate(net, solver.spec.test_iter or None))
-        self.last_test = results
+        self.last_test, self.last_test_iter = results, solver.iter
         record = {"event": "test", "iter": solver.iter, "outputs": results,
                   "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)

@@ -211,3 +211,55 @@ def test_spiral_model_reaches_97_percent(cli, tmp_path):
     report = json.loads(cli.ok(cli.invoke("test", model / "net.yaml", "--weights", final,
                                           "--json")).stdout)
     assert report["outputs"]["accuracy"] >= 0.97, report
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+
+INTERRUPTER = '''
+"""Identity that sends this process SIGINT (Ctrl-C) at its 5th training forward."""
+import os
+import signal
+
+from layerflow import Layer, register_layer
+
+
+@register_layer
+class CtrlC(Layer):
+    calls = 0
+
+    def reshape(self, bottom_shapes):
+        return [tuple(bottom_shapes[0])]
+
+    def forward(self, bottoms):
+        if self.phase == "train":
+            type(self).calls += 1
+            if type(self).calls == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+        return [bottoms[0]]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0]]
+'''
+
+
+def test_ctrl_c_says_what_was_interrupted_first_and_labels_the_last_test(cli, tmp_path):
+    net = cli.TINY_NET.replace("  - {name: ip1,", "  - {name: stop, type: CtrlC}\n  - {name: ip1,")
+    net = net.replace("{name: ip1, type: InnerProduct,",
+                      "{name: ip1, type: InnerProduct, bottom: stop,")
+    solver = cli.TINY_SOLVER.replace("max_iter: 6", "max_iter: 100").replace(
+        "test_interval: 3", "test_interval: 4")
+    project = cli.make_project(tmp_path / "p", net=net, solver=solver)
+    (project.root / "ctrl_c.py").write_text(INTERRUPTER)
+    result = cli.invoke("train", project.solver, "--plugin", project.root / "ctrl_c.py")
+    assert result.exit_code == 130, cli.describe(result)
+    state = project.root / "out" / "tiny_iter_5.solverstate"
+    assert re.fullmatch(rf"interrupted at iteration 5 of 100 after [0-9.]+ s; snapshot "
+                        rf"{re.escape(str(state))} \(continue with --resume auto\)\n",
+                        result.stderr)
+    tests = [json.loads(line) for line in (project.root / "out" / "tiny_metrics.jsonl")
+             .read_text().splitlines() if '"test"' in line]
+    assert [t["iter"] for t in tests] == [0, 4]
+    last = result.stdout.splitlines()[-1]
+    assert last == "last test, at iteration 4: " + ", ".join(
+        f"{k} = {v:.6g}" for k, v in tests[-1]["outputs"].items())
+    assert "done:" not in result.stdout
