@@ -65,7 +65,9 @@ def train(
 @app.command()
 def test(
     net: Path = typer.Argument(..., help="net.yaml"),
-    weights: Path = typer.Option(..., "--weights", help="Weights (.safetensors) to evaluate."),
+    weights: Path = typer.Option(..., "--weights", help="Weights (.safetensors) to evaluate "
+                                                        "(a .solverstate: the weights it was "
+                                                        "written with)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1,
                                              help="Batches to average (default: one pass "
                                                   "over the test data)."),
@@ -83,5 +85,7 @@ def test(
             typer.echo(f"{name} = {value:.6g}")
         samples = f", {result['samples']} samples" if result["samples"] else ""
         typer.echo(f"({result['iterations']} batches{samples}, {result['elapsed_s']} s)")
+    for note in result.get("notes", []):
+        typer.echo(note, err=True)
     if result.get("warning"):
         typer.echo(f"warning: {result['warning']}", err=True)

@@ -44,8 +44,8 @@ class PlainEvents(Events):
     def test(self, record):
         self.echo(f"iter {record['iter']} test: {_fmt(record)}")
 
-    def snapshot(self, path):
-        self.echo(f"snapshot {path}")
+    def snapshot(self, state, weights):
+        self.echo(f"snapshot: weights {weights}, solver state {state}")
 
     def warning(self, message):
         typer.echo(f"warning: {message}", err=True)

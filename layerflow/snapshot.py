@@ -109,6 +109,26 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def weights_of(state_path: Path) -> Path:
+    """The weights file written beside a solver state (same name, .safetensors)."""
+    return Path(state_path).with_suffix(".safetensors")
+
+
+def weights_of_state(path: Path) -> Path | None:
+    """For a solver state, the weights file it was written with (named in its metadata, in
+    its folder); None for any other file. A state whose weights file is gone is an error."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "state_sha256" not in meta or "weights" not in meta:
+        return None
+    weights = path.parent / meta["weights"]
+    if not weights.is_file():
+        raise SnapshotError(f"{path}: is a solver state, and the weights file it was "
+                            f"written with, {weights}, is missing; give a .safetensors "
+                            f"weights file")
+    return weights
+
+
 def snapshot_paths(prefix: Path, it: int) -> tuple[Path, Path]:
     base = f"{prefix}_iter_{it}"
     return Path(base + ".safetensors"), Path(base + ".solverstate")

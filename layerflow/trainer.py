@@ -124,7 +124,7 @@ class Events:
     def start(self, solver: Solver, start_iter: int) -> None: ...
     def display(self, record: dict) -> None: ...
     def test(self, record: dict) -> None: ...
-    def snapshot(self, path: Path) -> None: ...
+    def snapshot(self, state: Path, weights: Path) -> None: ...
     def iteration(self, it: int) -> None: ...
     def warning(self, message: str) -> None: ...
     def info(self, message: str) -> None: ...
@@ -257,6 +257,8 @@ class Trainer:
                    "loss": self.smoothed_loss(), "test": self.last_test,
                    "test_iter": self.last_test_iter, "elapsed_s": round(self.elapsed(), 3),
                    "snapshot": str(self.last_snapshot) if self.last_snapshot else None,
+                   "weights": (str(snap.weights_of(self.last_snapshot)) if self.last_snapshot
+                               else None),
                    "metrics": str(self.metrics_path), "interrupted": interrupted}
         self.events.done(summary)
         return summary
@@ -293,7 +295,9 @@ class Trainer:
         summary = {"iterations": solver.iter, "max_iter": solver.spec.max_iter,
                    "loss": self.smoothed_loss(), "test": {}, "test_iter": None,
                    "elapsed_s": round(self.elapsed_before, 3),
-                   "snapshot": str(self.resumed_from), "metrics": str(self.metrics_path),
+                   "snapshot": str(self.resumed_from),
+                   "weights": str(snap.weights_of(self.resumed_from)),
+                   "metrics": str(self.metrics_path),
                    "interrupted": False, "nothing_to_do": message}
         self.events.done(summary)
         return summary
@@ -373,7 +377,7 @@ class Trainer:
                             f"{exc}") from None
         self.last_snapshot = path
         snap.prune(self.prefix, solver.spec.snapshot_keep)
-        self.events.snapshot(path)
+        self.events.snapshot(path, snap.weights_of(path))
         return path
 
     def save_config(self) -> None:
@@ -488,6 +492,7 @@ def fine_tune(net: Net, path: Path, events: Events) -> dict:
     report what happened, as Caffe logs "Ignoring source layer": the file's layers (and
     params) the net has no use for, and the net's params left to their fillers. Returns
     {"file", "copied", "ignored", "initialized"} (qualified param names)."""
+    path = _weights_file(path, events.info)
     weights = snap.load_weights(path)
     copied = net.copy_from(weights, str(path))
     if not copied:
@@ -522,7 +527,9 @@ def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = 
     over one exact pass over its test data, or over `iterations` batches from its first
     sample (with a "warning" when they do not read it exactly once)."""
     net = build_net(net_path, phase, plugins=plugins)
-    copied = net.copy_from(snap.load_weights(Path(weights)), str(weights))
+    notes: list[str] = []
+    weights = _weights_file(Path(weights), notes.append)
+    copied = net.copy_from(snap.load_weights(weights), str(weights))
     missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
                if f"{l}.{p}" not in copied]
     if missing:
@@ -535,4 +542,15 @@ def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = 
     result["iterations"] = result.pop("batches")
     if warning:
         result["warning"] = warning
+    if notes:
+        result["notes"] = notes
     return result
+
+
+def _weights_file(path: Path, note) -> Path:
+    """`path`, or for a solver state the weights file it was written with (said by `note`)."""
+    weights = snap.weights_of_state(path)
+    if weights is None:
+        return path
+    note(f"{path} is a solver state; reading the weights it was written with: {weights}")
+    return weights

@@ -49,7 +49,9 @@ def test_train_writes_snapshots_and_prints_progress(cli, tiny):
         assert any(re.match(rf"iter {it}: .*loss = [0-9.]+", line) for line in lines), it
     for it in (0, 3, 6):  # test_interval: 3, test_initialization
         assert any(re.match(rf"iter {it} test: .*accuracy = [0-9.]+", line) for line in lines)
-    assert any(line.startswith("snapshot ") and "tiny_iter_3" in line for line in lines)
+    for it in (3, 6):  # both files of each snapshot: the weights are what `test` takes
+        assert (f"snapshot: weights {out / f'tiny_iter_{it}.safetensors'}, solver state "
+                f"{out / f'tiny_iter_{it}.solverstate'}") in lines
     assert lines[-1].startswith("done: 6 iterations")
     assert "\x1b[" not in result.stdout  # no terminal control codes
 
@@ -61,6 +63,7 @@ def test_train_json_summary(cli, tiny):
     assert np.isfinite(summary["loss"])
     assert set(summary["test"]) == {"loss", "accuracy"}
     assert Path(summary["snapshot"]) == tiny.root / "out" / "tiny_iter_6.solverstate"
+    assert Path(summary["weights"]) == tiny.root / "out" / "tiny_iter_6.safetensors"
     assert "training tiny" in result.stderr  # progress went to stderr
 
 
@@ -80,6 +83,23 @@ def test_layerflow_test_with_iterations_and_json(cli, tiny):
     net.copy_from(weights(w))
     accs = [net.forward()["accuracy"] for _ in range(2)]
     assert report["outputs"]["accuracy"] == pytest.approx(float(np.mean(accs)), abs=1e-7)
+
+
+def test_layerflow_test_given_a_solver_state_reads_its_weights(cli, tiny):
+    cli.ok(cli.invoke("train", tiny.solver))
+    out = tiny.root / "out"
+    by_weights = cli.ok(cli.invoke("test", tiny.net, "--weights",
+                                   out / "tiny_iter_6.safetensors", "--json"))
+    by_state = cli.ok(cli.invoke("test", tiny.net, "--weights",
+                                 out / "tiny_iter_6.solverstate", "--json"))
+    assert json.loads(by_state.stdout)["outputs"] == json.loads(by_weights.stdout)["outputs"]
+    assert by_state.stderr == (f"{out / 'tiny_iter_6.solverstate'} is a solver state; reading "
+                               f"the weights it was written with: "
+                               f"{out / 'tiny_iter_6.safetensors'}\n")
+    (out / "tiny_iter_3.safetensors").unlink()
+    cli.error(cli.invoke("test", tiny.net, "--weights", out / "tiny_iter_3.solverstate"),
+              f"{out / 'tiny_iter_3.solverstate'}: is a solver state, and the weights file it "
+              f"was written with, {out / 'tiny_iter_3.safetensors'}, is missing")
 
 
 def test_version(cli):
