@@ -77,7 +77,10 @@ def gradcheck(
 def layers(
     type_name: Optional[str] = typer.Argument(None, metavar="[TYPE]",
                                               help="Show this type's keys."),
-    kind: Kind = typer.Option(Kind.layer, "--kind", help="layer, solver or lr_policy types."),
+    kind: Optional[Kind] = typer.Option(None, "--kind",
+                                        help="Which types: layer (the default listing), solver "
+                                             "or lr_policy. With TYPE: where to look (default: "
+                                             "layers, then solvers, then lr policies)."),
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
@@ -89,10 +92,11 @@ def layers(
     from layerflow.tools import types
 
     if type_name is None:
-        result = run(types.list_types, kind.value, plugins=plugin)
+        result = run(types.list_types, kind.value if kind else "layer", plugins=plugin)
         emit_json(result) if as_json else typer.echo(types.format_types(result))
     else:
-        result = run(types.describe_type, type_name, kind.value, plugins=plugin)
+        result = run(types.describe_type, type_name, kind.value if kind else None,
+                     plugins=plugin)
         emit_json(result) if as_json else typer.echo(types.format_type(result))
 
 

@@ -316,6 +316,10 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
     from .registry import LAYERS
 
     data = src.data
+    if "layers" not in data and isinstance(data.get("net"), str):
+        net_file = Path(src.file).parent / data["net"] if src.file != "<string>" else data["net"]
+        raise UserError(f"{src.file}: this is a solver file (it names its net, `net: "
+                        f"{data['net']}`), not a net; give the net instead: {net_file}")
     try:
         net = NetSpec.model_validate(data)
     except ValidationError as err:
@@ -400,6 +404,27 @@ class SolverSpec(_Strict):
         return v.strip() if isinstance(v, str) else v
 
 
+def _solvers_naming(net_src: Source) -> str:
+    """', e.g. <solver>' for a YAML file beside the net whose `net:` is this net, else how to
+    write one."""
+    if net_src.file == "<string>":
+        return ""
+    net_path = Path(net_src.file)
+    folder = net_path.parent
+    for candidate in sorted(folder.glob("*.y*ml"))[:50]:
+        if candidate.resolve() == net_path.resolve():
+            continue
+        try:
+            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("net"), str) and \
+                (folder / data["net"]).resolve() == net_path.resolve():
+            return f", e.g. {candidate}"
+    return (f" (a solver.yaml with `net: {net_path.name}`, base_lr and max_iter: see "
+            f"`layerflow layers SGD` for its keys)")
+
+
 @dataclass
 class SolverConfig:
     """A validated solver file: its keys, where each was written, and its lr policy (the
@@ -426,6 +451,9 @@ class SolverConfig:
 
 
 def parse_solver(src: Source) -> SolverConfig:
+    if "layers" in src.data and "net" not in src.data:
+        raise UserError(f"{src.file}: this is a net file (it has `layers:`), not a solver; "
+                        f"give the solver file that names this net{_solvers_naming(src)}")
     try:
         spec = SolverSpec.model_validate(src.data)
     except ValidationError as err:

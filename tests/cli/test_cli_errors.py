@@ -38,6 +38,29 @@ def test_bad_yaml_in_the_solver(cli, tiny):
                           f"']', but got ':'")
 
 
+# ---- the wrong kind of file ----------------------------------------------------------------
+
+def test_a_net_where_a_solver_is_expected(cli, tiny, tmp_path):
+    cli.error(cli.invoke("train", tiny.net),
+              f"{tiny.net}: this is a net file (it has `layers:`), not a solver; give the "
+              f"solver file that names this net, e.g. {tiny.solver}")
+    alone = tmp_path / "alone" / "mynet.yaml"
+    alone.parent.mkdir()
+    alone.write_text(tiny.net_text)
+    cli.error(cli.invoke("train", alone),
+              f"{alone}: this is a net file (it has `layers:`), not a solver; give the solver "
+              f"file that names this net (a solver.yaml with `net: mynet.yaml`, base_lr and "
+              f"max_iter: see `layerflow layers SGD` for its keys)")
+
+
+@pytest.mark.parametrize("command", [["summary"], ["draw", "-o", "g.dot"], ["time"],
+                                     ["gradcheck"], ["test", "--weights", "w.safetensors"]])
+def test_a_solver_where_a_net_is_expected(cli, tiny, command):
+    msg = cli.error(cli.invoke(command[0], tiny.solver, *command[1:]))
+    assert msg == (f"{tiny.solver}: this is a solver file (it names its net, `net: net.yaml`), "
+                   f"not a net; give the net instead: {tiny.net}")
+
+
 def test_python_tags_are_rejected_and_never_run(cli, tmp_path):
     """Through the real console entry point, in a subprocess, as a user would run it."""
     root = tmp_path / "p"
