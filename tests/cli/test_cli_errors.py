@@ -28,7 +28,8 @@ def test_bad_yaml_syntax(cli, tiny):
     # the mapping that was never closed
     assert msg == (f"{tiny.net}:{cli.pos(text, '{name: relu1')}: YAML error: expected ',' or "
                    f"'}}', but got '{{' (while parsing a flow mapping that starts at "
-                   f"{tiny.net}:{cli.pos(text, '{name: ip1')})")
+                   f"{tiny.net}:{cli.pos(text, '{name: ip1')}); likely a '}}' missing at the "
+                   f"end of the {{...}} (or a comma missing)")
 
 
 def test_bad_yaml_in_the_solver(cli, tiny):
