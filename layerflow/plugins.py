@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 from .errors import UserError
-from .registry import registering_from
+from .registry import note_plugin, registering_from
 
 
 def load_plugins(specs, base_dir: Path | None = None, context: str = "--plugin") -> None:
@@ -46,15 +46,17 @@ def load_plugin(spec: str, base_dir: Path | None = None, context: str = "") -> N
             raise UserError(f"{where}plugin file not found: {path}")
         with registering_from(f"plugin file {path}"):
             try:
-                _import_file(path)
+                module = _import_file(path)
             except Exception as exc:
                 raise _load_error(f"{where}plugin {path}", exc) from exc
+        note_plugin(f"plugin file {path}", module)
         return
     if spec in sys.modules:
+        note_plugin(f"plugin module {spec}", sys.modules[spec])
         return
     try:
         with registering_from(f"plugin module {spec}"):
-            importlib.import_module(spec)
+            note_plugin(f"plugin module {spec}", importlib.import_module(spec))
     except Exception as exc:
         if isinstance(exc, ModuleNotFoundError) and exc.name and (
                 spec == exc.name or spec.startswith(exc.name + ".")):
