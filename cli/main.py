@@ -26,7 +26,8 @@ def train(
         help="Override a key before validation (repeatable). KEY is a solver key "
              "(--set base_lr=0.05), layers.<layer name>.<key> for a layer's key "
              "(--set layers.ip1.num_output=200; nested: layers.ip1.weight_filler.std=0.1, "
-             "list items by index: layers.ip1.param.0.lr_mult=2) or net.<key> for a net key "
+             "list items by index: layers.ip1.param.0.lr_mult=2; one phase's layer of a "
+             "shared name: layers.data@test.batch_size=50) or net.<key> for a net key "
              "(--set net.dtype=float64). VALUE is read as YAML (numbers, true, [1, 2]...)."),
     start_over: bool = typer.Option(False, "--start-over",
                                     help="Start a new run even though snapshot_prefix holds "

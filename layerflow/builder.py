@@ -15,7 +15,8 @@ from .plugins import load_plugins
 from .registry import SOLVERS
 
 
-def _overrides(overrides) -> Overrides | None:
+def as_overrides(overrides) -> Overrides | None:
+    """An Overrides from a list of `KEY=VALUE` strings (None when there are none)."""
     if isinstance(overrides, (list, tuple)):
         return Overrides(list(overrides)) if overrides else None
     return overrides or None
@@ -27,7 +28,7 @@ def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | No
     `KEY=VALUE` strings: only their layers./net. keys apply)."""
     load_plugins(plugins)
     src = load_yaml(path)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     if overrides is not None:
         overrides.apply_net(src)
     return Net(parse_net(src), phase, seed=seed, dtype=dtype)
@@ -41,7 +42,7 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
     the `--set` argument. The seed is `random_seed`, or taken from the clock when it is -1.
     """
     load_plugins(plugins)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     src = load_yaml(path)
     if overrides is not None:
         overrides.apply_solver(src)

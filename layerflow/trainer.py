@@ -46,7 +46,7 @@ import numpy as np
 import yaml
 
 from . import snapshot as snap
-from .builder import build_net, build_solver
+from .builder import as_overrides, build_net, build_solver
 from .errors import DivergenceError, UserError
 from .net import Net
 from .profile import LayerTimer
@@ -468,8 +468,11 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
     if resume and start_over:
         raise UserError("give --resume or --start-over, not both (--start-over begins a new "
                         "run, --resume continues one)")
+    overrides = as_overrides(overrides)
     solver = build_solver(solver_path, plugins=plugins, overrides=overrides)
     trainer = Trainer(solver, events or Events(), start_over=start_over)
+    for notice in overrides.notices if overrides else []:
+        trainer.events.warning(notice)
     if resume:
         trainer.resume(resume)
     fine_tuned = fine_tune(solver.net, Path(weights), trainer.events) if weights else None

@@ -86,6 +86,43 @@ def test_overrides_reach_solver_and_net_and_are_saved(tmp_path):
     assert ip2["weight_filler"] == {"std": 0.5, "type": "gaussian"}
 
 
+def test_set_targets_one_phase_and_says_when_a_name_matches_several_layers(tmp_path):
+    from layerflow.trainer import train
+    from trainer_helpers import Recorder
+
+    trainer, _ = run(write(tmp_path / "a", max_iter=1), overrides=[
+        "layers.data@test.batch_size=10", "layers.data@train.batch_size=9"])
+    assert trainer.solver.net.blobs["data"].shape == (9, 2)
+    net = yaml.safe_load((tmp_path / "a" / "snap" / "s_net.yaml").read_text())
+    assert [l["batch_size"] for l in net["layers"] if l["name"] == "data"] == [9, 10]
+
+    events = Recorder()
+    summary = train(write(tmp_path / "b", max_iter=1, test_interval=1),
+                    overrides=["layers.data.batch_size=10"], events=events)
+    assert summary["iterations"] == 1
+    assert events.warnings == [
+        "--set layers.data.batch_size=10: 2 layers are named data; it sets each: layers[0] "
+        "(train phase) and layers[1] (test phase); to set one, name its phase: --set "
+        "layers.data@train.batch_size=... or layers.data@test.batch_size=..."]
+    assert events.solver.net.blobs["data"].shape == (10, 2)
+    assert events.solver.test_nets[0].blobs["data"].shape == (10, 2)
+    events = Recorder()
+    train(write(tmp_path / "c", max_iter=1), overrides=["layers.ip1.num_output=4"],
+          events=events)
+    assert events.warnings == []  # one layer of that name: nothing to say
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("layers.data@val.batch_size=1", r"--set layers.data@val.batch_size=1: after data@ comes a "
+                                     r"phase, train or test, then the key"),
+    ("layers.accuracy@train.top_k=2", r'--set layers.accuracy@train.top_k=2: the net .* has no '
+                                      r'layer "accuracy" in the train phase'),
+])
+def test_bad_phase_in_set(tmp_path, arg, expected):
+    with pytest.raises(UserError, match=expected):
+        run(write(tmp_path), overrides=[arg])
+
+
 @pytest.mark.parametrize("arg,expected", [
     ("bse_lr=1", r'--set bse_lr=1: bse_lr: unknown solver key \(did you mean "base_lr"\?\)'),
     ("base_lr=-1", r"--set base_lr=-1: base_lr: .*greater than 0"),
