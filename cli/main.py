@@ -6,44 +6,53 @@ from typing import List, Optional
 
 import typer
 
-from .app import PluginOpt, app, emit_json, run
+from .app import JsonOpt, PluginOpt, command, emit_json, run
+from .app import app  # noqa: F401  (scripts and tests import the app from here)
+from .app import at_least as _at_least
 
-@app.command()
+
+@command(short_help="Train a net with the solver of a solver.yaml.")
 def train(
-    solver: Path = typer.Argument(..., help="solver.yaml"),
-    resume: Optional[str] = typer.Option(None, "--resume",
-                                         help="A .solverstate to continue from, or 'auto' "
-                                              "for the newest snapshot under snapshot_prefix "
-                                              "(none yet: start fresh; a damaged one is "
-                                              "reported and the next older one used)."),
-    weights: Optional[Path] = typer.Option(None, "--weights",
-                                           help="Initialise params from a .safetensors "
-                                                "file (matched by layer name)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    plugin: Optional[List[str]] = PluginOpt,
+    solver: Path = typer.Argument(..., metavar="SOLVER",
+                                  help="The solver YAML (it names the net to train)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", metavar="STATE|auto",
+        help="Continue from a .solverstate, or 'auto': the snapshot written last under "
+             "snapshot_prefix (none yet: start afresh; a damaged one is reported and the "
+             "one before it used)."),
+    start_over: bool = typer.Option(
+        False, "--start-over",
+        help="Start a new run even though snapshot_prefix holds an earlier run's files; "
+             "they are moved into a dated folder beside them first."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", metavar="FILE",
+        help="Fine-tune: copy params from a .safetensors file, matched by layer name."),
     sets: Optional[List[str]] = typer.Option(
         None, "--set", metavar="KEY=VALUE",
         help="Override a key before validation (repeatable). KEY is a solver key "
-             "(--set base_lr=0.05), layers.<layer name>.<key> for a layer's key "
-             "(--set layers.ip1.num_output=200; nested: layers.ip1.weight_filler.std=0.1, "
-             "list items by index: layers.ip1.param.0.lr_mult=2; one phase's layer of a "
-             "shared name: layers.data@test.batch_size=50) or net.<key> for a net key "
-             "(--set net.dtype=float64). VALUE is read as YAML (numbers, true, [1, 2]...)."),
-    start_over: bool = typer.Option(False, "--start-over",
-                                    help="Start a new run even though snapshot_prefix holds "
-                                         "an earlier run's files: they are moved into a "
-                                         "dated folder beside them first."),
-    profile: bool = typer.Option(False, "--profile",
-                                 help="Time each layer's forward and backward during "
-                                      "training; report them at the end (and in --json)."),
+             "(base_lr=0.05), layers.NAME.KEY for a layer's key (layers.ip1.num_output=200; "
+             "nested keys and list items by dots: layers.ip1.weight_filler.std=0.1, "
+             "layers.ip1.param.0.lr_mult=2), layers.NAME@PHASE.KEY for the layer of one "
+             "phase when train and test layers share a name (layers.data@test.batch_size=50),"
+             " or net.KEY (net.dtype=float64). VALUE is YAML: 0.05, true, [1, 2]."),
+    profile: bool = typer.Option(
+        False, "--profile",
+        help="Time each layer's forward and backward during training and report them at "
+             "the end (and in --json)."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print a JSON summary on stdout (progress goes to "
+                                      "stderr)."),
+    plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Train the net of SOLVER (Caffe's `caffe train`).
+    """Train the net of SOLVER, as Caffe's `caffe train` does.
 
-    Snapshots, the metrics log (<prefix>_metrics.jsonl) and the configuration actually run
-    (<prefix>_solver.yaml and <prefix>_net.yaml, after --set) go under snapshot_prefix.
-    Ctrl-C (SIGINT) writes a snapshot and stops with exit status 130; SIGHUP writes a
-    snapshot and goes on. A diverged run (NaN or infinite loss or param) stops with exit
-    status 3, keeping the last good snapshot. --resume auto reruns safely after any crash.
+    Snapshots, the metrics log (PREFIX_metrics.jsonl) and the configuration actually run
+    (PREFIX_solver.yaml and PREFIX_net.yaml, after --set) go under the solver's
+    snapshot_prefix.
+
+    Ctrl-C writes a snapshot and stops (exit status 130); SIGHUP writes a snapshot and goes
+    on. A run whose loss or params turn NaN or infinite stops with exit status 3 and keeps
+    the last good snapshot. `--resume auto` can be rerun after any crash.
     """
     from layerflow.trainer import EXIT_INTERRUPTED
     from layerflow.trainer import train as engine_train
@@ -63,19 +72,22 @@ def train(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-@app.command()
+@command(short_help="Evaluate a net's outputs with trained weights.")
 def test(
-    net: Path = typer.Argument(..., help="net.yaml"),
-    weights: Path = typer.Option(..., "--weights", help="Weights (.safetensors) to evaluate "
-                                                        "(a .solverstate: the weights it was "
-                                                        "written with)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", min=1,
-                                             help="Batches to average (default: one pass "
-                                                  "over the test data)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON result on stdout."),
+    net: Path = typer.Argument(..., metavar="NET", help="The net YAML (its test phase)."),
+    weights: Path = typer.Option(..., "--weights", metavar="FILE",
+                                 help="The weights to evaluate: a .safetensors file (or a "
+                                      ".solverstate: the weights it was written with)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", metavar="N",
+                                             callback=lambda v: _at_least(v, 1, "--iterations"),
+                                             help="Average over N batches from the first "
+                                                  "sample (default: exactly one pass over "
+                                                  "the test data)."),
+    as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Evaluate NET (test phase) with WEIGHTS: mean of each output over the batches."""
+    """Evaluate NET in its test phase with the given weights: the mean of each output
+    (loss, accuracy...) over one pass over the test data, as Caffe's `caffe test`."""
     from layerflow.trainer import test as engine_test
 
     result = run(engine_test, net, weights, iterations=iterations, plugins=plugin)

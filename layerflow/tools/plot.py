@@ -57,7 +57,14 @@ def _series(records: dict[int, dict], key: str) -> tuple[list[int], list[float]]
     return xs, ys
 
 
-def plot_metrics(metrics_path: str | Path, output: str | Path, title: str | None = None) -> dict:
+def plot_metrics(metrics_path: str | Path, output: str | Path, title: str | None = None,
+                 plugins: list[str] | None = None) -> dict:
+    """Draw the metrics log into `output`; returns {output, series: {name: points}}.
+
+    `plugins` are loaded like every command's (`--plugin`), though a plot needs none."""
+    from ..plugins import load_plugins
+
+    load_plugins(plugins)
     try:
         import matplotlib
     except ImportError:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import types as _types
 import typing
 from typing import Any, Literal, Union
@@ -35,8 +36,19 @@ def _doc(obj: Any) -> str:
 
 
 def _summary(obj: Any) -> str:
-    doc = _doc(obj)
-    return doc.splitlines()[0].strip() if doc else ""
+    """The first sentence of a type's docstring, whole: its first paragraph's lines up to a
+    blank or indented line (a formula block), joined, cut after the first full stop; a
+    colon that introduced the formulas is dropped ("AdaGrad, Caffe's form (momentum must
+    be 0)")."""
+    lines = []
+    for line in _doc(obj).splitlines():
+        if not line.strip() or line.startswith((" ", "\t")):
+            break
+        lines.append(line.strip())
+    text = " ".join(lines)
+    end = re.search(r"\.(\s|$)", text)
+    text = text[:end.start() + 1] if end else text
+    return text[:-1].rstrip() if text.endswith(":") else text
 
 
 def _arity(n) -> str:

@@ -156,7 +156,7 @@ def test_cli_set_and_help(tmp_path):
         ".safetensors"))
     assert weights["ip1.weight"].shape == (5, 2)
     help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
-    assert "--set" in help_text and "layers.<layer name>.<key>" in help_text
+    assert "--set KEY=VALUE" in help_text and "layers.NAME.KEY" in help_text
     bad = CliRunner().invoke(app, ["train", str(path), "--set", "bse_lr=1"])
     assert bad.exit_code == 2 and "--set bse_lr=1" in bad.output
 
