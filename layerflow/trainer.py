@@ -8,7 +8,8 @@ Files beside the snapshots (`<prefix>` = snapshot_prefix), one run per prefix: a
 an earlier run's files are is refused, unless told to start over (the earlier files are then
 moved into a dated folder beside them, `snapshot.move_aside`); resuming continues the run.
     <prefix>_metrics.jsonl  one JSON record per event, appended by the run and its resumes:
-        {"event": "train", "iter", "lr", "loss" (smoothed over average_loss iterations),
+        {"event": "train", "iter", "lr", "loss" (the mean over the last `smoothed_over`
+         iterations: average_loss, fewer at the start), "smoothed_over",
          "outputs": {blob: value of the last iteration}, "elapsed_s"}
         {"event": "test", "iter", "outputs": {blob: mean over one pass over the test data,
          or over test_iter batches when given}, "elapsed_s"}
@@ -323,8 +324,8 @@ class Trainer:
         net = self.solver.net
         outputs = {name: float(net.blobs[name].data.sum()) for name in net.outputs}
         record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it - 1),
-                  "loss": self.smoothed_loss(), "outputs": outputs,
-                  "elapsed_s": round(self.elapsed(), 3)}
+                  "loss": self.smoothed_loss(), "smoothed_over": len(self.losses),
+                  "outputs": outputs, "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)
         self.events.display(record)
 

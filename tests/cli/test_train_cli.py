@@ -283,3 +283,54 @@ def test_ctrl_c_says_what_was_interrupted_first_and_labels_the_last_test(cli, tm
     assert last == "last test, at iteration 4: " + ", ".join(
         f"{k} = {v:.6g}" for k, v in tests[-1]["outputs"].items())
     assert "done:" not in result.stdout
+
+
+# ---- what the progress lines say -----------------------------------------------------------
+
+def test_display_lines_label_each_number(cli, tmp_path):
+    solver = cli.TINY_SOLVER.replace("display: 2", "display: 2\naverage_loss: 3")
+    project = cli.make_project(tmp_path / "p", solver=solver)
+    result = cli.ok(cli.invoke("train", project.solver))
+    records = [json.loads(line) for line in (project.root / "out" / "tiny_metrics.jsonl")
+               .read_text().splitlines()]
+    train = {r["iter"]: r for r in records if r["event"] == "train"}
+    assert train[2]["smoothed_over"] == 2 and train[4]["smoothed_over"] == 3
+    lines = result.stdout.splitlines()
+    for it, r in train.items():
+        want = (f"iter {it}: loss = {r['loss']:.6g} (mean of the last {r['smoothed_over']} "
+                f"iterations), lr = {r['lr']:.6g}; outputs of iteration {it}: loss = "
+                f"{r['outputs']['loss']:.6g}; ")
+        line = next(x for x in lines if x.startswith(f"iter {it}: "))
+        assert line.startswith(want) and re.search(r"; [0-9.]+ s elapsed$", line), line
+
+
+def test_numbers_print_in_scientific_notation_when_huge():
+    from layerflow.cli.progress import number
+
+    assert number(3.2e36) == "3.2e+36" and number(0.42469) == "0.42469"
+    assert number(1234567.0) == "1.23457e+06" and number(7) == "7"
+
+
+def test_the_progress_bar_labels_its_two_times():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from layerflow.cli.progress import RichEvents
+
+    console = Console(record=True, force_terminal=True, width=120)
+    events = RichEvents(console=console)
+    spec = SimpleNamespace(type="SGD", max_iter=100)
+    events.start(SimpleNamespace(net=SimpleNamespace(name="n"), spec=spec, seed=1), 0)
+    events.iteration(40)
+    events.display({"iter": 40, "loss": 3.2e36, "lr": 0.01, "smoothed_over": 1,
+                    "outputs": {}, "elapsed_s": 1.0})
+    events.progress.refresh()
+    bar = events.progress.get_renderable()
+    text = Console(width=120, record=True)
+    text.print(bar)
+    rendered = text.export_text()
+    events.done({"iterations": 40, "max_iter": 100, "loss": 1.0, "test": {}, "test_iter": None,
+                 "elapsed_s": 1.0, "snapshot": None, "interrupted": False})
+    assert re.search(r"40/100 elapsed \d:\d\d:\d\d left (\d:\d\d:\d\d|-:--:--) loss 3\.2e\+36",
+                     rendered), rendered
