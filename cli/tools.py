@@ -182,8 +182,10 @@ def plot(
     from layerflow.tools.plot import plot_metrics
 
     result = run(plot_metrics, metrics, output, title, plugins=plugin)
-    typer.echo(f"wrote {result['output']} ("
-               + ", ".join(f"{k}: {n} points" for k, n in result["series"].items()) + ")")
+    parts = [f"{k}: {n} points" for k, n in result["series"].items()]
+    if result["lr"]["drawn"] == "constant":
+        parts.insert(1, f"lr: {result['lr']['value']:g} throughout")
+    typer.echo(f"wrote {result['output']} ({', '.join(parts)})")
 
 
 @command(short_help="Write the JSON Schema of net.yaml or solver.yaml.")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import load_net
+from .types import yaml_flow
 
 TEXT_FORMATS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "markdown"}
 RENDERED_FORMATS = {".svg": "svg", ".png": "png"}
@@ -47,8 +48,9 @@ def graph(net) -> dict:
 
 
 def _layer_lines(layer: dict) -> list[str]:
+    """Name, (type), then the keys as the YAML spells them: `shuffle: true`, not True."""
     lines = [layer["name"], f"({layer['type']})"]
-    lines += [f"{k}: {v}" for k, v in layer["keys"].items()]
+    lines += [f"{k}: {yaml_flow(v)}" for k, v in layer["keys"].items()]
     return lines
 
 
