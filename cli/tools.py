@@ -210,9 +210,11 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
+        from layerflow.tools import output_path
+
         try:
-            output.write_text(text, encoding="utf-8")
+            run(output_path, output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            typer.echo(f"error: {output}: cannot write: {exc}", err=True)
+            typer.echo(f"error: {output}: cannot write: {exc.strerror or exc}", err=True)
             raise typer.Exit(2)
         typer.echo(f"wrote {output}", err=True)

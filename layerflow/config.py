@@ -7,6 +7,7 @@ pydantic error at `("layers", 3, "num_output")` becomes
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,11 @@ def _mark(node: yaml.Node, file: str) -> str:
 
 
 def load_yaml(path: str | Path) -> Source:
-    """Read a YAML file safely; every problem is a UserError naming file:line:col."""
-    path = Path(path)
+    """Read a YAML file safely; every problem is a UserError naming file:line:col.
+
+    Messages name the file by its absolute path, as they name the files found from it (the
+    net of a solver, the data of a net), whether it was given relative or not."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")

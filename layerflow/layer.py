@@ -59,6 +59,7 @@ class Param:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of `data` (and of `grad`)."""
         return self.data.shape
 
     def __repr__(self) -> str:
@@ -135,9 +136,13 @@ class Layer:
         raise NotImplementedError
 
     def forward(self, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        """Compute the tops from the bottoms (into buffers from `reshape`); keep what
+        backward needs."""
         raise NotImplementedError
 
     def backward(self, top_diffs: list[np.ndarray]) -> list[np.ndarray | None]:
+        """One diff per bottom (None where `propagate_down` is False); ADD param gradients
+        into `param.grad`."""
         raise NotImplementedError
 
     def build(self, bottom_shapes) -> list[tuple[int, ...]]:

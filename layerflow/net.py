@@ -48,6 +48,7 @@ class Blob:
         return self._own
 
     def zeros(self, dtype) -> np.ndarray:
+        """A zero diff of the blob's shape (for a top nothing sends a gradient to)."""
         if self._zeros is None or self._zeros.shape != self.shape:
             self._zeros = np.zeros(self.shape, dtype)
         return self._zeros
@@ -111,10 +112,17 @@ class NetHook:
     and `bottom_diffs` are what the layer returned. A hook must not change them.
     """
 
-    def before_forward(self, layer: Layer) -> None: ...
-    def after_forward(self, layer: Layer, tops: list[np.ndarray]) -> None: ...
-    def before_backward(self, layer: Layer) -> None: ...
-    def after_backward(self, layer: Layer, bottom_diffs: list) -> None: ...
+    def before_forward(self, layer: Layer) -> None:
+        """Just before `layer.forward`."""
+
+    def after_forward(self, layer: Layer, tops: list[np.ndarray]) -> None:
+        """Just after `layer.forward`, with the tops it returned."""
+
+    def before_backward(self, layer: Layer) -> None:
+        """Just before `layer.backward`."""
+
+    def after_backward(self, layer: Layer, bottom_diffs: list) -> None:
+        """Just after `layer.backward`, with the bottom diffs it returned."""
 
 
 class _FirstNonFinite(NetHook):
@@ -163,11 +171,22 @@ class Net:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, phase: str = "train", **kw) -> "Net":
+        """The net of a YAML file, built for `phase` ("train" or "test").
+
+        Keyword arguments: `plugins` (modules or .py files to load first, as `--plugin`),
+        `seed` (of fillers and data order), `dtype` ("float32" or "float64", overriding
+        the file's), `share_params_with` (another Net whose params this one uses).
+        Every mistake in the file is a UserError naming file:line:col.
+
+            net = lf.Net.from_yaml("models/spiral/deploy.yaml", phase="test")
+        """
         plugins = kw.pop("plugins", None)
         return cls(parse_net(load_yaml(path), plugins), phase, **kw)
 
     @classmethod
     def from_string(cls, text: str, phase: str = "train", file: str = "<string>", **kw) -> "Net":
+        """The net of YAML `text` (as `from_yaml`); `file` names it in messages, and relative
+        paths in it (data, plugins) are taken from `file`'s folder."""
         plugins = kw.pop("plugins", None)
         return cls(parse_net(load_yaml_text(text, file), plugins), phase, **kw)
 
@@ -559,6 +578,7 @@ class Net:
         return hook
 
     def remove_hook(self, hook: NetHook) -> None:
+        """Stop calling a hook given to `add_hook`."""
         self._hooks.remove(hook)
 
     def run_forward(self, *, rerun: bool = False) -> float:

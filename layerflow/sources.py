@@ -34,6 +34,8 @@ from .registry import SOURCES, register_source
 
 
 class NoKeys(BaseModel):
+    """A source without keys of its own."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -64,6 +66,8 @@ class DataSource:
         return path if path.is_absolute() else self.base_dir / path
 
     def load(self, tops: list[str]) -> list[np.ndarray]:
+        """One array per top name, samples on the first axis, in the dtype they are stored
+        in; any problem with the data is a UserError naming the file."""
         raise NotImplementedError
 
     def row(self, top: str, i: int) -> str:
@@ -73,6 +77,7 @@ class DataSource:
 
     @classmethod
     def described(cls) -> str:
+        """How messages name this source ("a .csv source")."""
         return cls.what or f"source: {cls.name}"
 
 

@@ -203,6 +203,8 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
+        """Train until max_iter (or a stop request), testing, displaying and snapshotting as
+        the solver says; returns the summary (iterations, loss, last test, snapshot...)."""
         solver, spec = self.solver, self.solver.spec
         self.started = time.perf_counter()
         if self.resumed_from is not None and solver.iter >= spec.max_iter:
@@ -304,6 +306,7 @@ class Trainer:
         return summary
 
     def last_good_snapshot(self) -> Path | None:
+        """The snapshot a diverged run can go back to: the last written, else the newest."""
         if self.last_snapshot is not None:
             return self.last_snapshot
         found = snap.list_snapshots(self.prefix)
@@ -314,9 +317,11 @@ class Trainer:
             f"_iter_{self.solver.iter}.solverstate")
 
     def smoothed_loss(self) -> float:
+        """The mean loss of the last average_loss iterations (NaN before the first)."""
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
     def elapsed(self) -> float:
+        """Seconds of training, the runs before a resume included."""
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _display(self, it: int) -> None:
@@ -330,6 +335,7 @@ class Trainer:
         self.events.display(record)
 
     def test(self) -> dict[str, float]:
+        """Run every test net once (`evaluate`), log and report the means; returns them."""
         solver = self.solver
         results: dict[str, float] = {}
         for net in solver.test_nets:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import UserError
-from . import load_net
+from . import load_net, output_path
 from .types import yaml_flow
 
 TEXT_FORMATS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "markdown"}
@@ -131,8 +131,7 @@ def draw(net_path: str | Path, output: str | Path, phase: str = "train",
         text = to_mermaid(g, rankdir)
     else:
         text = f"```mermaid\n{to_mermaid(g, rankdir)}```\n"
-    if output.parent and not output.parent.exists():
-        raise UserError(f"{output}: folder {output.parent} does not exist")
+    output = output_path(output)
     if dot_exe:
         proc = subprocess.run([dot_exe, f"-T{RENDERED_FORMATS[ext]}", "-o", str(output)],
                               input=text.encode(), capture_output=True)

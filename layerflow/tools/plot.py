@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError, file_error
+from . import output_path
 
 SKIP = {"event", "iter", "elapsed_s"}
 
@@ -77,14 +78,13 @@ def plot_metrics(metrics_path: str | Path, output: str | Path, title: str | None
 
     events = read_metrics(metrics_path)
     output = Path(output)
-    if not output.parent.exists():
-        raise UserError(f"{output}: folder {output.parent} does not exist")
     fmt = output.suffix.lower().lstrip(".")
     supported = plt.figure().canvas.get_supported_filetypes()
     plt.close("all")
     if fmt not in supported:
         raise UserError(f"{output}: unknown image format \"{output.suffix}\"; use .png, .svg "
                         f"or .pdf")
+    output = output_path(output)
     train, test = events["train"], events["test"]
     test_keys = sorted({k for r in test.values() for k, v in r.items()
                         if k not in SKIP and isinstance(v, (int, float))})

@@ -280,6 +280,33 @@ def test_paths_are_relative_to_the_yaml_files_not_the_cwd(cli, tiny, tmp_path, m
     cli.ok(cli.invoke("test", os.path.relpath(tiny.net, elsewhere), "--weights", weights))
 
 
+def test_solver_and_net_errors_name_their_files_the_same_way(cli, tiny, monkeypatch):
+    """Both files given or found relative to the working directory are named by their
+    absolute paths, as the data files found from them are."""
+    monkeypatch.chdir(tiny.root)
+    text = replace(tiny.solver, "base_lr: 0.1", "base_lr: -0.1")
+    cli.error(cli.invoke("train", "solver.yaml"),
+              f"{tiny.solver}:{cli.pos(text, 'base_lr')}: base_lr: Input should be greater "
+              f"than 0")
+    replace(tiny.solver, "base_lr: -0.1", "base_lr: 0.1")
+    net_text = replace(tiny.net, "num_output: 8", "num_output: -8")
+    cli.error(cli.invoke("train", "solver.yaml"),
+              f"{tiny.net}:{cli.pos(net_text, 'num_output: -8')}: layers[1] (ip1): num_output:")
+    cli.error(cli.invoke("summary", "net.yaml"), f"{tiny.net}:")
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("{name: s, type: SVMLoss, bottom: [ip2]}", "an SVMLoss layer takes 2 bottom(s), got 1"),
+    ("{name: s, type: Eltwise, bottom: [ip2, ip2], coef: [1, 1, 1], oops: 1}",
+     "unknown key for an Eltwise layer"),
+    ("{name: s, type: InnerProduct, bottom: [ip2, ip2], num_output: 2}",
+     "an InnerProduct layer takes 1 bottom(s), got 2"),
+])
+def test_type_names_take_the_article_they_sound_with(cli, tiny, layer, message):
+    replace(tiny.net, "  - {name: loss,", f"  - {layer}\n  - {{name: loss,")
+    cli.error(cli.invoke("summary", tiny.net), message)
+
+
 # ---- --debug: the traceback is there on request (so its absence above means something) ------
 
 def test_debug_shows_the_traceback(cli, tiny):

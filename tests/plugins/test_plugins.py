@@ -213,7 +213,8 @@ def test_plugin_option_on_every_command(project, cli, monkeypatch):
     commands = [["test", "net.yaml", "--weights", weights], ["summary", "net.yaml"],
                 ["gradcheck", "net.yaml", "--max-checks", "10"],
                 ["time", "net.yaml", "--iterations", "2"], ["draw", "net.yaml", "-o", "g.dot"],
-                ["layers", "Twice"], ["layers"], ["schema", "net"]]
+                ["layers", "Twice"], ["layers"], ["schema", "net"],
+                ["plot", project / "snap" / "run_metrics.jsonl", "-o", "p.png"]]
 
     def forget_plugin():  # so that every command must load the plugin itself
         LAYERS.unregister("Twice")

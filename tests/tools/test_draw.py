@@ -69,8 +69,11 @@ def test_missing_graphviz_is_a_clear_user_error(net, tmp_path, cli, monkeypatch)
 def test_bad_output_names(net, tmp_path, cli):
     r = cli("draw", net, "-o", tmp_path / "g.jpeg")
     assert r.code == 2 and 'extension ".jpeg"' in r.err
-    r = cli("draw", net, "-o", tmp_path / "nowhere" / "g.dot")
-    assert r.code == 2 and "does not exist" in r.err
+    r = cli("draw", net, "-o", tmp_path / "new" / "folder" / "g.dot")  # folders are made
+    assert r.code == 0 and (tmp_path / "new" / "folder" / "g.dot").is_file()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    r = cli("draw", net, "-o", tmp_path / "blocker" / "g.dot")
+    assert r.code == 2 and f"cannot create its folder {tmp_path / 'blocker'}" in r.err
     r = cli("draw", net, "-o", tmp_path / "g.dot", "--rankdir", "XY")
     assert r.code == 2 and "--rankdir" in r.err
 
