@@ -8,7 +8,8 @@ Files beside the snapshots (`<prefix>` = snapshot_prefix), one run per prefix: a
 an earlier run's files are is refused, unless told to start over (the earlier files are then
 moved into a dated folder beside them, `snapshot.move_aside`); resuming continues the run.
     <prefix>_metrics.jsonl  one JSON record per event, appended by the run and its resumes:
-        {"event": "train", "iter", "lr", "loss" (the mean over the last `smoothed_over`
+        {"event": "train", "iter", "lr" (in force at iteration `iter`: the rate of the next
+         update, Caffe's "Iteration N, lr"), "loss" (the mean over the last `smoothed_over`
          iterations: average_loss, fewer at the start), "smoothed_over",
          "outputs": {blob: value of the last iteration}, "elapsed_s"}
         {"event": "test", "iter", "outputs": {blob: mean over one pass over the test data,
@@ -328,7 +329,9 @@ class Trainer:
         self.solver.check_params()
         net = self.solver.net
         outputs = {name: float(net.blobs[name].data.sum()) for name in net.outputs}
-        record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it - 1),
+        # the lr in force at iteration `it` (the rate of the update from it to it + 1), as
+        # Caffe logs "Iteration N, lr = ...", so logs compare line by line
+        record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it),
                   "loss": self.smoothed_loss(), "smoothed_over": len(self.losses),
                   "outputs": outputs, "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)

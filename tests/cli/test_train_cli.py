@@ -334,3 +334,17 @@ def test_the_progress_bar_labels_its_two_times():
                  "elapsed_s": 1.0, "snapshot": None, "interrupted": False})
     assert re.search(r"40/100 elapsed \d:\d\d:\d\d left (\d:\d\d:\d\d|-:--:--) loss 3\.2e\+36",
                      rendered), rendered
+
+
+def test_the_displayed_lr_is_the_one_in_force_at_that_iteration(cli, tmp_path):
+    """Caffe logs "Iteration 5, lr = 0.001" with base_lr 0.01, lr_policy step, gamma 0.1,
+    stepsize 5: the rate the update made at iteration 5 uses. layerflow's line for iteration 5
+    says the same, so the two logs compare line by line."""
+    solver = (cli.TINY_SOLVER.replace("base_lr: 0.1", "base_lr: 0.01")
+              .replace("lr_policy: fixed", "lr_policy: step\ngamma: 0.1\nstepsize: 5")
+              .replace("max_iter: 6", "max_iter: 10").replace("display: 2", "display: 5"))
+    project = cli.make_project(tmp_path / "p", solver=solver)
+    lines = cli.ok(cli.invoke("train", project.solver)).stdout.splitlines()
+    lr = {int(m.group(1)): m.group(2) for line in lines
+          if (m := re.match(r"iter (\d+): .*lr = ([0-9.e-]+);", line))}
+    assert lr == {5: "0.001", 10: "0.0001"}

@@ -44,7 +44,7 @@ def test_metrics_records(tmp_path):
     for r in train:
         it = r["iter"]
         assert r["loss"] == pytest.approx(np.mean(losses[max(0, it - 3):it]), rel=1e-12)
-        assert r["lr"] == pytest.approx(0.1 * 0.5 ** ((it - 1) // 3))
+        assert r["lr"] == pytest.approx(0.1 * 0.5 ** (it // 3))  # in force at iteration it
         assert set(r["outputs"]) == {"loss"} and r["outputs"]["loss"] == pytest.approx(
             losses[it - 1], rel=1e-6)
     assert all(set(r["outputs"]) == {"loss", "accuracy"} for r in test)
