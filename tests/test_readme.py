@@ -54,3 +54,42 @@ def test_every_output_option_makes_its_folders(tmp_path):
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
         assert Path(args[-1]).is_file()
+
+
+def sh_commands(block: str) -> list[str]:
+    return [c.strip() for c in block.replace("\\\n", " ").split("&&")]
+
+
+def test_the_set_up_commands_start_from_a_fresh_debian_machine():
+    """The first command installs what a fresh Debian/Ubuntu lacks (venv's ensurepip, the
+    data set), makes a virtual environment, installs layerflow in it, and trains."""
+    first, tests = (b for b in blocks("sh") if "pip install" in b)
+    steps = sh_commands(first)
+    assert steps[0] == "sudo apt-get update"
+    apt = steps[1].split()
+    assert apt[:4] == ["sudo", "apt-get", "install", "-y"]
+    assert {"python3-venv", "dataset-fashion-mnist"} <= set(apt[4:])
+    assert steps[2:5] == ["python3 -m venv .venv", ". .venv/bin/activate",
+                          "python -m pip install -e ."]
+    train = steps[5].split()
+    assert train[:2] == ["layerflow", "train"] and (ROOT / train[2]).is_file()
+    assert sh_commands(tests)[0] == ". .venv/bin/activate"
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run makes the same virtual environment and runs the README's test command (quietly),
+    after installing the same system packages when they are missing."""
+    first, tests = (b for b in blocks("sh") if "pip install" in b)
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_lines = [line.strip() for line in ci.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+
+    def quiet(command):
+        return command.replace(" -q", "")
+
+    for step in sh_commands(first)[2:4] + sh_commands(tests):
+        assert step in [quiet(line) for line in ci_lines], step
+    readme_packages = set(sh_commands(first)[1].split()[4:])
+    ci_packages = set(re.findall(r"need\+=\(([\w-]+)\)", ci))
+    assert ci_packages == readme_packages | {"graphviz"}
+    assert "sudo apt-get install -y graphviz" in README  # the README names the extra one
