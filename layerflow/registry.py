@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Iterator
 
@@ -78,7 +79,7 @@ def _unregistered_classes(module: Any) -> list[str]:
 
     bases: list[type] = [Layer]
     for mod, cls_name in (("layerflow.solver", "Solver"), ("layerflow.sources", "DataSource")):
-        loaded = __import__("sys").modules.get(mod)
+        loaded = sys.modules.get(mod)  # not imported yet: none of its classes can be here
         if loaded is not None:
             bases.append(vars(loaded)[cls_name])
     registered = {id(t) for r in REGISTRIES.values() for t in r._types.values()}
