@@ -15,7 +15,8 @@ from .plugins import load_plugins
 from .registry import SOLVERS
 
 
-def _overrides(overrides) -> Overrides | None:
+def as_overrides(overrides) -> Overrides | None:
+    """An Overrides from a list of `KEY=VALUE` strings (None when there are none)."""
     if isinstance(overrides, (list, tuple)):
         return Overrides(list(overrides)) if overrides else None
     return overrides or None
@@ -37,7 +38,7 @@ def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | No
     apply)."""
     load_plugins(plugins)
     src = load_yaml(path)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     if overrides is not None:
         overrides.apply_net(src)
     return Net(parse_net(src), phase, seed=seed, dtype=dtype, level=level,
@@ -55,7 +56,7 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
     `caffe train -level -stage` do; the test net keeps the solver's test_state.
     """
     load_plugins(plugins)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     src = load_yaml(path)
     if overrides is not None:
         overrides.apply_solver(src)

@@ -178,6 +178,10 @@ class ClassifierLayer(Layer):
         """The scores as (outer, C, inner), a view of a C-contiguous bottom."""
         return x.reshape(self.outer, self.num_classes, self.inner)
 
+    def label_bottoms(self):
+        # SVMLoss has no ignore_label key
+        return {1: (self.num_classes, getattr(self.p, "ignore_label", None))}
+
     def labels(self, label: np.ndarray, ignore_label: int | None = None) -> np.ndarray:
         flat = label.reshape(-1)
         check_labels(self, flat, self.num_classes, ignore_label)
