@@ -79,21 +79,18 @@ def torch_model(net):
         elif t == "Dropout":
             continue
         elif t == "Convolution":
-            w = params["weight"]
-            m = nn.Conv2d(w.shape[1] * layer.group if hasattr(layer, "group") else w.shape[1],
-                          w.shape[0], tuple(w.shape[2:]), stride=tuple(layer.stride),
-                          padding=tuple(layer.pad), dilation=tuple(layer.dilation),
-                          groups=getattr(layer, "group", 1), bias="bias" in params)
+            geom, w = layer.geom, params["weight"]
+            m = nn.Conv2d(geom.channels, p.num_output, geom.kernel, stride=geom.stride,
+                          padding=geom.pad, dilation=geom.dilation, groups=p.group,
+                          bias=p.bias_term)
             m.weight.data.copy_(w)
-            if "bias" in params:
+            if p.bias_term:
                 m.bias.data.copy_(params["bias"])
             mods.append(m)
         elif t == "Pooling" and p.pool in ("MAX", "AVE"):
-            kernel = (layer.kh, layer.kw) if hasattr(layer, "kh") else p.kernel_size
-            stride = (layer.sh, layer.sw) if hasattr(layer, "sh") else p.stride
-            pad = (layer.pad_h, layer.pad_w) if hasattr(layer, "pad_h") else p.pad
+            kh, kw, sh, sw, ph, pw = layer.window
             cls = nn.MaxPool2d if p.pool == "MAX" else nn.AvgPool2d
-            mods.append(cls(kernel, stride, pad, ceil_mode=True))
+            mods.append(cls((kh, kw), (sh, sw), (ph, pw), ceil_mode=p.round_mode == "CEIL"))
         else:
             raise SystemExit(f"layer {layer.name} ({t}): no PyTorch twin in this benchmark")
     return nn.Sequential(*mods).eval()

@@ -13,9 +13,45 @@ import typer
 from layerflow import __version__
 from layerflow.errors import UserError
 
+class Command(typer.core.TyperCommand):
+    """Help as a well-kept CLI prints it: `Usage: layerflow train [OPTIONS] SOLVER`, the
+    arguments by name with their description, options with a metavar saying what they take
+    (`--weights FILE`) and none for flags, prose reflowed to the terminal once."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter):
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                args.append((param.metavar or param.name.upper(), param.help or ""))
+            elif param.param_type_name == "option":
+                record = param.get_help_record(ctx)
+                if record is not None:
+                    opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+# rich_markup_mode=None: plain help (click's layout), no boxes, no markup to escape
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="layerflow: train YAML-defined nets of Numba-jitted layers.")
+                  rich_markup_mode=None,
+                  help="Train YAML-defined nets of Numba-jitted layers, Caffe's workflow.")
 state = {"debug": False}
+
+
+def command(name: str | None = None, *, short_help: str):
+    """Register a command on `app` with the plain help of `Command`; `short_help` is its line
+    in `layerflow --help` (under 60 characters, so it is never cut)."""
+    return app.command(name, cls=Command, short_help=short_help)
 
 
 def _version(value: bool):
@@ -57,5 +93,14 @@ def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=float))
 
 
-PluginOpt = typer.Option(None, "--plugin", help="Module or .py file registering layer/solver "
-                                                "types (repeatable).")
+PluginOpt = typer.Option(None, "--plugin", metavar="FILE|MODULE",
+                         help="A .py file or module that registers layer, solver, lr policy "
+                              "or data source types (repeatable).")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
+
+
+def at_least(value, low, flag: str):
+    """Option callback: `value` (None allowed) must be >= low (a usage error otherwise)."""
+    if value is not None and value < low:
+        raise typer.BadParameter(f"must be at least {low}, got {value}", param_hint=flag)
+    return value

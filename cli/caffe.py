@@ -7,19 +7,20 @@ from typing import Optional
 
 import typer
 
-from .app import app, emit_json, run
+from .app import JsonOpt, command, emit_json, run
 
 
-@app.command()
+@command(short_help="Convert Caffe's nets, solvers, weights and mean files, and back.")
 def convert(
-    src: Path = typer.Argument(..., help="The file to convert (.prototxt, .yaml, .caffemodel, "
-                                         ".safetensors, .binaryproto, .npy)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The file to write; its suffix "
-                                                             "says the format."),
-    net: Optional[Path] = typer.Option(None, "--net", help="The net (.yaml or .prototxt) the "
-                                                          "weights belong to (for "
-                                                          ".safetensors -> .caffemodel)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON result on stdout."),
+    src: Path = typer.Argument(..., metavar="SRC",
+                               help="The file to convert (.prototxt, .yaml, .caffemodel, "
+                                    ".safetensors, .binaryproto, .npy)."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
+                                help="The file to write; its suffix says the format."),
+    net: Optional[Path] = typer.Option(None, "--net", metavar="NET",
+                                       help="The net (.yaml or .prototxt) the weights belong "
+                                            "to (for .safetensors -> .caffemodel)."),
+    as_json: bool = JsonOpt,
 ):
     """Convert between Caffe's files and layerflow's (needs pip install 'layerflow\\[caffe]').
 

@@ -8,16 +8,15 @@ import typer
 from layerflow.trainer import Events
 
 
-def _value(v) -> str:
+def number(v) -> str:
+    """A metric as people read it: 6 significant digits, scientific notation for the huge
+    and the tiny (a diverging loss is 3.2e+36, not 36 digits)."""
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _fmt(record: dict) -> str:
-    """'loss = 0.53, lr = 0.01, accuracy = 0.9' from a metrics record (outputs flattened)."""
-    skip = {"event", "iter", "elapsed_s", "outputs"}
-    parts = [f"{k} = {_value(v)}" for k, v in record.items() if k not in skip]
-    parts += [f"{k} = {_value(v)}" for k, v in record.get("outputs", {}).items()]
-    return ", ".join(parts)
+def _pairs(values: dict) -> str:
+    """'loss = 0.53, accuracy = 0.9'."""
+    return ", ".join(f"{k} = {number(v)}" for k, v in values.items())
 
 
 class PlainEvents(Events):
@@ -35,37 +34,62 @@ class PlainEvents(Events):
                   f"{solver.spec.max_iter} iterations{where} (seed {solver.seed})")
 
     def display(self, record):
-        head = {k: v for k, v in record.items() if k != "outputs"}
-        outputs = _fmt({"outputs": record.get("outputs", {})})
-        self.echo(f"iter {record['iter']}: {_fmt(head)}"
-                  + (f"; train outputs: {outputs}" if outputs else "")
-                  + f" ({record['elapsed_s']:.1f} s)")
+        """'iter 200: loss = 0.4247 (mean of the last 100 iterations), lr = 0.01; outputs of
+        iteration 200: loss = 0.4169; 3.1 s elapsed': which loss is which, said."""
+        it, window = record["iter"], record.get("smoothed_over", 1)
+        smoothed = f" (mean of the last {window} iterations)" if window > 1 else ""
+        outputs = _pairs(record.get("outputs", {}))
+        self.echo(f"iter {it}: loss = {number(record['loss'])}{smoothed}, "
+                  f"lr = {number(record['lr'])}"
+                  + (f"; outputs of iteration {it}: {outputs}" if outputs else "")
+                  + f"; {record['elapsed_s']:.1f} s elapsed")
 
     def test(self, record):
-        self.echo(f"iter {record['iter']} test: {_fmt(record)}")
+        self.echo(f"iter {record['iter']} test: {_pairs(record['outputs'])}")
 
-    def snapshot(self, path):
-        self.echo(f"snapshot {path}")
+    def snapshot(self, state, weights):
+        self.echo(f"snapshot: weights {weights}, solver state {state}")
 
     def warning(self, message):
         typer.echo(f"warning: {message}", err=True)
 
+    def info(self, message):
+        self.echo(message)
+
     def done(self, summary):
-        test = ", ".join(f"{k} = {v:.4f}" for k, v in summary["test"].items())
+        if summary.get("nothing_to_do"):
+            self.echo(summary["nothing_to_do"])
+            return
+        test = _pairs(summary["test"])
+        if summary["interrupted"]:  # what happened first, on stderr with the other notices
+            typer.echo(f"interrupted at iteration {summary['iterations']} of "
+                       f"{summary['max_iter']} after {summary['elapsed_s']:.1f} s; snapshot "
+                       f"{summary['snapshot']} (continue with --resume auto)", err=True)
+            if test:
+                self.echo(f"last test, at iteration {summary['test_iter']}: {test}")
+            return
         self.echo(f"done: {summary['iterations']} iterations in {summary['elapsed_s']:.1f} s"
-                  + (f"; test {test}" if test else ""))
+                  + (f"; test at iteration {summary['test_iter']}: {test}" if test else ""))
 
 
 class RichEvents(PlainEvents):
-    """PlainEvents plus a live progress bar (only on a terminal)."""
+    """PlainEvents plus a live progress bar (only on a terminal):
+    `train ━━━━━━━━━━━━ 120/2000 elapsed 0:00:03 left 0:00:45 loss 0.4247`.
+    `console`: where to draw it (default: the terminal)."""
+
+    def __init__(self, console=None):
+        super().__init__()
+        self.console = console
 
     def start(self, solver, start_iter):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
         super().start(solver, start_iter)
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[loss]}"), transient=True)
+                                 TextColumn("elapsed"), TimeElapsedColumn(),
+                                 TextColumn("left"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[loss]}"), transient=True,
+                                 console=self.console)
         self.task = self.progress.add_task("train", total=solver.spec.max_iter,
                                            completed=start_iter, loss="")
         self.progress.start()
@@ -82,12 +106,13 @@ class RichEvents(PlainEvents):
             self.progress.update(self.task, completed=it)
 
     def display(self, record):
-        self.progress.update(self.task, loss=f"loss {record['loss']:.4g}")
+        self.progress.update(self.task, loss=f"loss {number(record['loss'])}")
         super().display(record)
 
     def done(self, summary):
-        self.progress.stop()
-        del self.progress
+        if hasattr(self, "progress"):  # not started when there was nothing to do
+            self.progress.stop()
+            del self.progress
         super().done(summary)
 
 

@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import PluginOpt, app, emit_json, run
+from .app import JsonOpt, PluginOpt, command, emit_json, run
+from .app import at_least as _at_least
 
 
 class Phase(str, Enum):
@@ -31,39 +32,47 @@ class SchemaKind(str, Enum):
     solver = "solver"
 
 
-PhaseOpt = typer.Option(Phase.train, "--phase", help="Which phase's net to build.")
-DeployOpt = typer.Option(False, "--deploy", help="The deploy net derived from it instead "
-                                                 "(what predict and export use).")
-JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
+PhaseOpt = typer.Option(Phase.train, "--phase", metavar="train|test",
+                        help="Which phase's net to build (default: train).",
+                        show_default=False)
+DeployOpt = typer.Option(False, "--deploy", help="The deploy net derived from it instead (what "
+                                                 "predict and export use).")
+NetArg = typer.Argument(..., metavar="NET", help="The net YAML.")
 
 
-@app.command()
+@command(short_help="Check every layer's gradients numerically.")
 def gradcheck(
-    net: Path = typer.Argument(..., help="net.yaml"),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Check only this layer."),
+    net: Path = NetArg,
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME",
+                                        help="Check only this layer."),
     phase: Phase = PhaseOpt,
-    step: float = typer.Option(1e-3, "--step", help="Central-difference step."),
-    threshold: float = typer.Option(1e-6, "--threshold",
-                                    help="Fail when |a - n| > threshold * max(|a|, |n|, 1)."),
-    kink: float = typer.Option(0.0, "--kink", help="Where a layer may bend: failures only "
-                                                   "at bottom elements this close are retried "
-                                                   "with them skipped (unless the layer "
-                                                   "declares its own kink)."),
-    kink_range: Optional[float] = typer.Option(None, "--kink-range", min=0.0,
-                                               help="How close (default 2 x step; 0: skip "
-                                                    "nothing)."),
-    max_checks: int = typer.Option(200, "--max-checks", min=0,
+    step: float = typer.Option(1e-3, "--step", metavar="H",
+                               help="The step of the central differences."),
+    threshold: float = typer.Option(1e-6, "--threshold", metavar="T",
+                                    help="Fail when |a - n| > T * max(|a|, |n|, 1) for an "
+                                         "analytic a and a numeric n."),
+    kink: float = typer.Option(0.0, "--kink", metavar="X",
+                               help="Where a layer may bend: a layer that fails only at bottom "
+                                    "elements near X is checked again with them skipped "
+                                    "(unless it declares its own kink)."),
+    kink_range: Optional[float] = typer.Option(
+        None, "--kink-range", metavar="R", callback=lambda v: _at_least(v, 0, "--kink-range"),
+        help="How near to the kink (default: 2 x the step; 0: skip nothing)."),
+    max_checks: int = typer.Option(200, "--max-checks", metavar="N",
+                                   callback=lambda v: _at_least(v, 0, "--max-checks"),
                                    help="Elements checked per bottom and param, drawn at "
                                         "random (0: all)."),
-    seed: int = typer.Option(1701, "--seed", help="Seed of the inputs and upstream diffs."),
+    seed: int = typer.Option(1701, "--seed", metavar="N",
+                             help="Seed of the inputs and the upstream diffs."),
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Check each layer's gradients against finite differences (exit 1 on failure).
+    """Check each layer's gradients against central differences, as Caffe's tests do.
 
     The net is built in float64 and each layer is checked on the bottoms it gets in the net,
-    with Caffe's rule |a - n| <= threshold * max(|a|, |n|, 1); elements at a layer's kink are
-    skipped. Reports per layer, bottom and param the worst element with both values.
+    with Caffe's rule |a - n| <= T * max(|a|, |n|, 1); elements at a layer's kink are
+    skipped. Prints the worst element of each bottom and param with both values. Exit status
+    1 when a check fails.
     """
     from layerflow.tools.gradcheck_net import check_net, format_check
 
@@ -75,55 +84,63 @@ def gradcheck(
         raise typer.Exit(1)
 
 
-@app.command()
+@command(short_help="List layer, solver and lr policy types, or a type's keys.")
 def layers(
-    type_name: Optional[str] = typer.Argument(None, metavar="[TYPE]",
-                                              help="Show this type's keys."),
-    kind: Kind = typer.Option(Kind.layer, "--kind", help="layer, solver or lr_policy types."),
+    type_name: Optional[str] = typer.Argument(None, metavar="TYPE",
+                                              help="Show the keys of this type."),
+    kind: Optional[Kind] = typer.Option(None, "--kind", metavar="layer|solver|lr_policy",
+                                        help="Which types to list (default: layer). With "
+                                             "TYPE: where to look (default: layers, then "
+                                             "solvers, then lr policies)."),
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """List the registered types, or one type's keys.
+    """List the registered types, or show one type's keys.
 
-    Built-in and plugin types (entry points, --plugin) with where each comes from; for one
-    TYPE, its keys with type, default and description, from its pydantic model.
+    Built-in types and those of plugins (installed packages, --plugin), with where each
+    comes from. With TYPE: its keys with their type, default and description.
     """
     from layerflow.tools import types
 
     if type_name is None:
-        result = run(types.list_types, kind.value, plugins=plugin)
+        result = run(types.list_types, kind.value if kind else "layer", plugins=plugin)
         emit_json(result) if as_json else typer.echo(types.format_types(result))
     else:
-        result = run(types.describe_type, type_name, kind.value, plugins=plugin)
+        result = run(types.describe_type, type_name, kind.value if kind else None,
+                     plugins=plugin)
         emit_json(result) if as_json else typer.echo(types.format_type(result))
 
 
-@app.command()
+@command(short_help="Shapes, params, FLOPs and memory per layer.")
 def summary(
-    net: Path = typer.Argument(..., help="net.yaml"),
+    net: Path = NetArg,
     phase: Phase = PhaseOpt,
     deploy: bool = DeployOpt,
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Per layer: tops' shapes, param count, forward FLOPs, activation memory; totals."""
+    """Show each layer's top shapes, param count, forward FLOPs and activation memory, and
+    the totals."""
     from layerflow.tools.summary import format_summary, summarize
 
     result = run(summarize, net, "deploy" if deploy else phase.value, plugins=plugin)
     emit_json(result) if as_json else typer.echo(format_summary(result))
 
 
-@app.command("time")
+@command("time", short_help="Time forward and backward per layer.")
 def time_(
-    net: Path = typer.Argument(..., help="net.yaml"),
-    iterations: int = typer.Option(50, "--iterations", min=1, help="Timed iterations."),
+    net: Path = NetArg,
+    iterations: int = typer.Option(50, "--iterations", metavar="N",
+                                   callback=lambda v: _at_least(v, 1, "--iterations"),
+                                   help="Timed passes (after one untimed warm-up pass)."),
     phase: Phase = PhaseOpt,
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Average forward and backward time per layer and in total (Caffe's time).
+    """Time each layer's forward and backward, and whole passes, as Caffe's `caffe time`.
 
-    One warm-up pass (Numba kernels compiled or loaded), then ITERATIONS timed passes.
+    One warm-up pass compiles the Numba kernels (or loads them from the cache), then N
+    passes are timed; prints the mean milliseconds per layer and in total.
     """
     from layerflow.tools.profile import format_time, time_net
 
@@ -131,18 +148,21 @@ def time_(
     emit_json(result) if as_json else typer.echo(format_time(result))
 
 
-@app.command()
+@command(short_help="Draw a net's graph (Graphviz, Mermaid, SVG, PNG).")
 def draw(
-    net: Path = typer.Argument(..., help="net.yaml"),
-    output: Path = typer.Option(..., "-o", "--output",
-                                help=".dot/.gv (Graphviz), .mmd/.md (Mermaid), .svg/.png "
-                                     "(needs Graphviz's dot)."),
+    net: Path = NetArg,
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
+                                help="Where to write it; the extension gives the format: "
+                                     ".dot or .gv (Graphviz), .mmd or .md (Mermaid), .svg or "
+                                     ".png (rendered by Graphviz's dot)."),
     phase: Phase = PhaseOpt,
     deploy: bool = DeployOpt,
-    rankdir: str = typer.Option("TB", "--rankdir", help="TB, BT, LR or RL."),
+    rankdir: str = typer.Option("TB", "--rankdir", metavar="TB|BT|LR|RL",
+                                help="The direction of the graph: top to bottom, bottom to "
+                                     "top, left to right, right to left."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Draw the net's graph (layers, blobs with their shapes)."""
+    """Draw the net's graph: layers as boxes, blobs as ellipses with their shapes."""
     from layerflow.tools.draw import draw as engine_draw
 
     result = run(engine_draw, net, output, "deploy" if deploy else phase.value, rankdir.upper(),
@@ -151,35 +171,42 @@ def draw(
                f"{result['blobs']} blobs)")
 
 
-@app.command()
+@command(short_help="Plot loss, learning rate and tests of a training run.")
 def plot(
-    metrics: Path = typer.Argument(..., help="<snapshot_prefix>_metrics.jsonl"),
-    output: Path = typer.Option(..., "-o", "--output", help="Image to write (.png, .svg, .pdf)."),
-    title: Optional[str] = typer.Option(None, "--title", help="Title (default: file name)."),
-):
-    """Plot training loss, learning rate and test outputs over iterations.
-
-    Reads the metrics log of `layerflow train`; needs matplotlib
-    (pip install 'layerflow\\[plot]').
-    """
-    from layerflow.tools.plot import plot_metrics
-
-    result = run(plot_metrics, metrics, output, title)
-    typer.echo(f"wrote {result['output']} ("
-               + ", ".join(f"{k}: {n} points" for k, n in result["series"].items()) + ")")
-
-
-@app.command()
-def schema(
-    kind: SchemaKind = typer.Argument(SchemaKind.net, help="net or solver."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Write to this file instead of stdout."),
+    metrics: Path = typer.Argument(..., metavar="METRICS",
+                                   help="The metrics log of a run, PREFIX_metrics.jsonl."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
+                                help="The image to write: .png, .svg or .pdf."),
+    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT",
+                                        help="The title (default: the file's name)."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """JSON Schema of net.yaml or solver.yaml, for editors.
+    """Plot the training loss, the learning rate and the test outputs over iterations, from
+    the metrics log `layerflow train` writes. Needs matplotlib: pip install
+    'layerflow[plot]'."""
+    from layerflow.tools.plot import plot_metrics
 
-    The net schema has every registered layer type, plugins included. See
-    docs/tools.md for hooking it into an editor.
+    result = run(plot_metrics, metrics, output, title, plugins=plugin)
+    parts = [f"{k}: {n} points" for k, n in result["series"].items()]
+    if result["lr"]["drawn"] == "constant":
+        parts.insert(1, f"lr: {result['lr']['value']:g} throughout")
+    typer.echo(f"wrote {result['output']} ({', '.join(parts)})")
+
+
+@command(short_help="Write the JSON Schema of net.yaml or solver.yaml.")
+def schema(
+    kind: SchemaKind = typer.Argument(SchemaKind.net, metavar="net|solver",
+                                      help="Which file's schema (default: net)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help="Write it to FILE (folders are created) "
+                                               "instead of stdout."),
+    plugin: Optional[List[str]] = PluginOpt,
+):
+    """Print the JSON Schema of net.yaml or solver.yaml, for editors: completion, hover
+    descriptions and checks as you type.
+
+    The net schema has every registered layer type, plugins included. docs/tools.md shows
+    how to hook it into an editor.
     """
     from layerflow.tools.schema import schema as engine_schema
 
@@ -188,9 +215,11 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
+        from layerflow.tools import output_path
+
         try:
-            output.write_text(text, encoding="utf-8")
+            run(output_path, output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            typer.echo(f"error: {output}: cannot write: {exc}", err=True)
+            typer.echo(f"error: {output}: cannot write: {exc.strerror or exc}", err=True)
             raise typer.Exit(2)
         typer.echo(f"wrote {output}", err=True)

@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import PluginOpt, app, emit_json, run
+from .app import JsonOpt, PluginOpt, command, emit_json, run
+from .app import at_least as _at_least
 
 
 class _Bar:
@@ -39,20 +40,30 @@ class _Bar:
             self.progress.stop()
 
 
-@app.command()
+WeightsOpt = typer.Option(..., "--weights", metavar="FILE[,FILE...]",
+                          help="The trained weights: a .safetensors or .caffemodel file, or a "
+                               "comma-separated list applied in order.")
+
+
+@command(short_help="Top-k classes of new inputs.")
 def predict(
-    net: Path = typer.Argument(..., help="net.yaml (its deploy net is derived)"),
+    net: Path = typer.Argument(..., metavar="NET",
+                               help="The net YAML (its deploy net is derived)."),
     inputs: List[Path] = typer.Argument(..., metavar="INPUT...",
-                                        help="Images (PNG, JPEG...), folders of them, .npy/.npz "
-                                             "arrays, CSV files of features."),
-    weights: Path = typer.Option(..., "--weights", help="Trained weights (.safetensors)."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes shown per input."),
-    labels: Optional[Path] = typer.Option(None, "--labels",
+                                        help="Images (PNG, JPEG...), folders of them, .npy or "
+                                             ".npz arrays, CSV files of features."),
+    weights: str = WeightsOpt,
+    top_k: int = typer.Option(5, "--top-k", metavar="K",
+                              callback=lambda v: _at_least(v, 1, "--top-k"),
+                              help="Classes shown per input."),
+    labels: Optional[Path] = typer.Option(None, "--labels", metavar="FILE",
                                           help="Class names, one per line."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N",
+                                   callback=lambda v: _at_least(v, 1, "--batch-size"),
+                                   help="Samples per forward."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one per input, "
                                                       "then a summary."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
                                           help="Write the results to this CSV file."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
@@ -93,13 +104,15 @@ def predict(
         raise typer.Exit(2)
 
 
-@app.command()
+@command(short_help="Export the deploy net to ONNX.")
 def export(
-    net: Path = typer.Argument(..., help="net.yaml (its deploy net is derived)"),
-    weights: Path = typer.Option(..., "--weights", help="Trained weights (.safetensors)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The ONNX file to write."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (17 or newer)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    net: Path = typer.Argument(..., metavar="NET",
+                               help="The net YAML (its deploy net is derived)."),
+    weights: str = WeightsOpt,
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
+                                help="The ONNX file to write."),
+    opset: int = typer.Option(17, "--opset", metavar="N", help="ONNX opset (17 or newer)."),
+    as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
     """Export the deploy net with WEIGHTS to ONNX (needs pip install 'layerflow[onnx]').

@@ -17,7 +17,8 @@ from .registry import SOLVERS
 from .weights import copy_weight_files
 
 
-def _overrides(overrides) -> Overrides | None:
+def as_overrides(overrides) -> Overrides | None:
+    """An Overrides from a list of `KEY=VALUE` strings (None when there are none)."""
     if isinstance(overrides, (list, tuple)):
         return Overrides(list(overrides)) if overrides else None
     return overrides or None
@@ -40,7 +41,7 @@ def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | No
     level and stages are then the test phase's defaults)."""
     load_plugins(plugins)
     src = load_yaml(path)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     if overrides is not None:
         overrides.apply_net(src)
     config = parse_net(src)
@@ -61,7 +62,7 @@ def deploy_net(path: str | Path, weights=None, *, plugins: list[str] | None = No
     """
     net = build_net(path, plugins=plugins, overrides=overrides, dtype=dtype, deploy=True)
     if weights is not None:
-        copied = set(copy_weight_files(net, weights)[0])
+        copied = set(copy_weight_files(net, weights).copied)
         missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
                    if f"{l}.{p}" not in copied]
         if missing:
@@ -81,7 +82,7 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
     `caffe train -level -stage` do; the test net keeps the solver's test_state.
     """
     load_plugins(plugins)
-    overrides = _overrides(overrides)
+    overrides = as_overrides(overrides)
     src = load_yaml(path)
     if overrides is not None:
         overrides.apply_solver(src)

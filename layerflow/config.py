@@ -7,6 +7,8 @@ pydantic error at `("layers", 3, "num_output")` becomes
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
@@ -87,8 +89,10 @@ def load_yaml(path: str | Path) -> Source:
 
     A Caffe `.prototxt` (net or solver) is converted in memory (layerflow.caffe, the `caffe`
     extra): its Source holds the YAML data, with marks at the prototxt's lines.
-    """
-    path = Path(path)
+
+    Messages name the file by its absolute path, as they name the files found from it (the
+    net of a solver, the data of a net), whether it was given relative or not."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
     file = str(path)
     if file.lower().endswith((".prototxt", ".pbtxt")):
         from .caffe.files import load_source
@@ -121,7 +125,9 @@ def load_yaml_text(text: str, file: str = "<string>") -> Source:
                 cm.line, cm.column):
             # the culprit is often where the unclosed bracket or quote began
             problem += f" ({exc.context} that starts at {file}:{cm.line + 1}:{cm.column + 1})"
-        raise UserError(f"{loc}: YAML error: {problem}") from None
+        likely = _likely_mistake(exc, text)
+        raise UserError(f"{loc}: YAML error: {problem}"
+                        + (f"; likely {likely}" if likely else "")) from None
     except yaml.YAMLError as exc:
         raise UserError(f"{file}: YAML error: {exc}") from None
     finally:
@@ -130,6 +136,67 @@ def load_yaml_text(text: str, file: str = "<string>") -> Source:
         raise UserError(f"{file}:1:1: expected a mapping of keys at the top of the file, "
                         f"got {type(data).__name__ if data is not None else 'an empty file'}")
     return Source(file, data, marks)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _likely_mistake(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """A plain explanation of the usual mistake behind a YAML parser error, or ''."""
+    problem, context = exc.problem or "", exc.context or ""
+    pm, cm = exc.problem_mark, exc.context_mark
+    lines = text.splitlines()
+    line_no = pm.line if pm is not None else 0
+    line = lines[line_no] if line_no < len(lines) else ""
+    if "'\\t'" in problem:
+        return "a tab: YAML indents with spaces only, so replace the tab with spaces"
+    if "quoted scalar" in context:
+        return "a quote that is never closed: end the string with the quote it starts with"
+    no_space = re.compile(r"^\s*(- )?[^\s:#'\"]+:[^\s:]")  # `key:value`
+    no_space_text = ("a missing space after ':' on line {}: write `key: value`, with a space "
+                     "after the colon")
+    if "could not find expected ':'" in problem and cm is not None:
+        key_line = lines[cm.line] if cm.line < len(lines) else ""
+        if no_space.search(key_line):
+            return no_space_text.format(cm.line + 1)
+        return f"line {cm.line + 1} is not a `key: value` pair (a missing ':'?)"
+    if "mapping values are not allowed here" in problem:
+        above_no = next((i for i in range(line_no - 1, -1, -1)
+                         if lines[i].strip() and not lines[i].lstrip().startswith("#")), None)
+        above = lines[above_no] if above_no is not None else None
+        if above is not None and no_space.search(above):
+            return no_space_text.format(above_no + 1)
+        if above is not None and _indent(line) > _indent(above) and \
+                not above.rstrip().endswith(":"):
+            return (f"line {line_no + 1} is indented more than the line above it, so it reads "
+                    f"as the rest of that line's value: keys of one mapping must start in the "
+                    f"same column")
+        return ("a value that contains ': ' (quote it: name: \"a: b\"), or a comma missing "
+                "between two `key: value` pairs on one line")
+    if problem.startswith("expected <block end>"):
+        return (f"the indentation of line {line_no + 1}: the keys of one mapping, and the "
+                f"'- ' items of one list, must start in the same column")
+    if "flow mapping" in context:
+        if "but got ':'" in problem:
+            return ("a comma missing between two `key: value` pairs, or a '}' missing at the "
+                    "end of the {...}")
+        return "a '}' missing at the end of the {...} (or a comma missing)"
+    if "flow sequence" in context:
+        return "a ']' missing at the end of the [...] (or a comma missing between its items)"
+    return ""
+
+
+def key_hint(key) -> str:
+    """What a key that cannot be a key probably is: ' (a missing space after ':'? write
+    `name: a`)' for `name:a`, likewise for `-{...}`; '' otherwise."""
+    key = str(key)
+    if ":" in key:
+        k, _, v = key.partition(":")
+        return f" (a missing space after ':'? write `{k}: {v}`)"
+    if key.startswith("-"):
+        return " (a missing space after '-'? a list item is written `- item`)"
+    return ""
 
 
 def _fmt(path: Path_, layer_names: dict[int, str] | None = None) -> str:
@@ -187,8 +254,8 @@ def raise_validation(err: ValidationError, src: Source, prefix: Path_ = (),
         # our own validators' messages read better without pydantic's label
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key{did_you_mean(str(loc[-1]), _keys_at(model, loc))}" if loc \
-                else "unknown key"
+            msg = (f"unknown key{key_hint(loc[-1]) or did_you_mean(str(loc[-1]), _keys_at(model, loc))}"
+                   if loc else "unknown key")
         elif e["type"] == "missing":
             msg = "missing required key"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
@@ -332,6 +399,10 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
     from .registry import LAYERS
 
     data = src.data
+    if "layers" not in data and isinstance(data.get("net"), str):
+        net_file = Path(src.file).parent / data["net"] if src.file != "<string>" else data["net"]
+        raise UserError(f"{src.file}: this is a solver file (it names its net, `net: "
+                        f"{data['net']}`), not a net; give the net instead: {net_file}")
     try:
         net = NetSpec.model_validate(data)
     except ValidationError as err:
@@ -344,6 +415,10 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
     layers = []
     for i, entry in enumerate(net.layers):
         path = ("layers", i)
+        for key in entry:  # `{name:a}` reads as the key "name:a": say what it is first
+            if key_hint(key):
+                raise UserError(f"{src.locate(path + (key,))}: {_fmt(path + (key,), names)}: "
+                                f"not a key{key_hint(key)}")
         generic = {k: v for k, v in entry.items() if k in GENERIC_KEYS}
         try:
             spec = LayerSpec.model_validate(generic)
@@ -358,7 +433,8 @@ def parse_net(src: Source, extra_plugins: list[str] | None = None) -> NetConfig:
         own_fields = set(model.model_fields)
         for key in entry:
             if key not in GENERIC_KEYS and key not in own_fields:
-                hint = did_you_mean(str(key), list(own_fields) + list(GENERIC_KEYS))
+                hint = key_hint(key) or did_you_mean(str(key),
+                                                     list(own_fields) + list(GENERIC_KEYS))
                 raise UserError(
                     f"{src.locate(path + (key,))}: {_fmt(path + (key,), names)}: unknown key "
                     f"for {a_an(spec.type)} layer{hint}; its keys are: "
@@ -401,7 +477,8 @@ class SolverSpec(_Strict):
     display: int = Field(0, ge=0, description="print the loss every N iterations (0: never)")
     average_loss: int = Field(1, ge=1, description="smooth the displayed loss over N iterations")
     test_interval: int = Field(0, ge=0, description="test every N iterations (0: never)")
-    test_iter: int = Field(0, ge=0, description="batches per test")
+    test_iter: int = Field(0, ge=0, description="batches per test (0: exactly one pass over "
+                                                "the test data, from its first sample)")
     test_initialization: bool = Field(True, description="test before the first iteration")
     snapshot: int = Field(0, ge=0, description="snapshot every N iterations (0: only at the end)")
     snapshot_prefix: Optional[str] = Field(None, description="path prefix of snapshot files")
@@ -417,6 +494,27 @@ class SolverSpec(_Strict):
     @classmethod
     def _strip(cls, v):
         return v.strip() if isinstance(v, str) else v
+
+
+def _solvers_naming(net_src: Source) -> str:
+    """', e.g. <solver>' for a YAML file beside the net whose `net:` is this net, else how to
+    write one."""
+    if net_src.file == "<string>":
+        return ""
+    net_path = Path(net_src.file)
+    folder = net_path.parent
+    for candidate in sorted(folder.glob("*.y*ml"))[:50]:
+        if candidate.resolve() == net_path.resolve():
+            continue
+        try:
+            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("net"), str) and \
+                (folder / data["net"]).resolve() == net_path.resolve():
+            return f", e.g. {candidate}"
+    return (f" (a solver.yaml with `net: {net_path.name}`, base_lr and max_iter: see "
+            f"`layerflow layers SGD` for its keys)")
 
 
 @dataclass
@@ -445,6 +543,9 @@ class SolverConfig:
 
 
 def parse_solver(src: Source) -> SolverConfig:
+    if "layers" in src.data and "net" not in src.data:
+        raise UserError(f"{src.file}: this is a net file (it has `layers:`), not a solver; "
+                        f"give the solver file that names this net{_solvers_naming(src)}")
     try:
         spec = SolverSpec.model_validate(src.data)
     except ValidationError as err:
@@ -452,7 +553,8 @@ def parse_solver(src: Source) -> SolverConfig:
             if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
                 key = str(e["loc"][0])
                 raise UserError(f"{src.locate(e['loc'])}: {key}: unknown solver key"
-                                f"{did_you_mean(key, SolverSpec.model_fields)}") from None
+                                f"{key_hint(key) or did_you_mean(key, SolverSpec.model_fields)}"
+                                ) from None
         raise_validation(err, src, model=SolverSpec)
     from .registry import LR_POLICIES
 

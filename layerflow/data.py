@@ -8,7 +8,7 @@ a truncated download or a NaN is never silently trained on.
     spiral(num_classes, points_per_class, noise, seed)  data (N, 2) f8, label (N,) i8
     read_idx(path)                                      one array, in the file's own dtype
     read_npz(path, names)                               {name: array} for each name asked
-    read_csv(path, label_column)                        data (N, F) f8, label (N,)
+    read_csv(path, label_column)                        data (N, F) f8, label (N,), line (N,)
     fashion_mnist(split)                                data (N, 1, 28, 28) u1, label (N,) u1
 
 `Cursor` hands out the sample indices of each batch: in order, or a fresh permutation per epoch
@@ -222,7 +222,8 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
     """Read a comma-separated file with a header row.
 
     The column `label_column` gives the labels (int64 when every value is whole, else
-    float64); every other column is a feature: {"data": (N, F) float64, "label": (N,)}.
+    float64); every other column is a feature: {"data": (N, F) float64, "label": (N,),
+    "line": (N,) int64 the line of the file each sample was read from (for messages)}.
     """
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -239,7 +240,7 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
                 raise UserError(f"{path}:1: only the label column \"{label_column}\"; "
                                 f"a feature column is needed too")
             li = header.index(label_column)
-            values = []
+            values, lines = [], []
             for row in rows:
                 line = rows.line_num
                 if not row or (len(row) == 1 and not row[0].strip()):
@@ -260,6 +261,7 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
                                         f"on it")
                     parsed.append(v)
                 values.append(parsed)
+                lines.append(line)
     except (OSError, UnicodeDecodeError) as exc:
         raise file_error(path, exc, "a CSV file") from None
     except csv.Error as exc:
@@ -271,7 +273,7 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
     data = np.ascontiguousarray(np.delete(table, li, axis=1))
     if np.all(label == np.round(label)):
         label = label.astype(np.int64)
-    return {"data": data, "label": label}
+    return {"data": data, "label": label, "line": np.array(lines, np.int64)}
 
 
 # ---- Fashion-MNIST ---------------------------------------------------------------------
@@ -386,6 +388,11 @@ class Cursor:
                 self.position = 0
                 self.order = self._order(self.epoch)
         return out
+
+    def rewind(self) -> None:
+        """Back to the first sample of the first epoch's order (a test pass starts there)."""
+        self.position, self.epoch = 0, 0
+        self.order = self._order(0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"cursor": np.array([self.position], np.int64),

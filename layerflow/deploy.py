@@ -55,6 +55,7 @@ class DeployStep:
         `of`: the input blob it labels, `name`: what the labels are called in data files (a
         CSV column, an .npz array), so `layerflow predict` can find them beside new inputs."""
         self._deriving.dead.add(top)
+        self._deriving.marked.add(top)
         if of is not None:
             self._deriving.labels[of] = name or top
 
@@ -62,11 +63,17 @@ class DeployStep:
         """`base`, or `base_1`, `base_2`... : a name no layer or blob of the net has yet."""
         return self._deriving.unique(base)
 
+    def is_label(self, top: str) -> bool:
+        """Whether some layer of the net declared `top` a label (an Input drops such tops)."""
+        return top in self._deriving.known_labels
+
 
 @dataclass
 class _Derivation:
     taken: set[str]
+    known_labels: set[str]                           # labels found by the first pass
     dead: set[str] = field(default_factory=set)     # labels, and tops of left-out layers
+    marked: set[str] = field(default_factory=set)   # labels declared in this pass
     labels: dict[str, str] = field(default_factory=dict)
 
     def unique(self, base: str) -> str:
@@ -102,18 +109,39 @@ def wiring(config: NetConfig, phase: str) -> list[tuple[Any, list[str] | None, l
 def derive(config: NetConfig) -> NetConfig:
     """The deploy net of `config` (see the module docstring), as a validated NetConfig.
 
-    Its `labels` maps each Input that replaced a data layer to the name of that data's labels.
-    Raises a UserError naming the file when nothing is left to run.
+    Two passes over the layers: the first finds every label (a data layer's, or a bottom a
+    classifier reads as labels), so that the second leaves out whatever reads one wherever it
+    stands in the file, and an Input drops its label tops. Its `labels` maps each Input that
+    replaced a data layer to the name of that data's labels. Raises a UserError naming the file
+    when nothing is left to run.
     """
     src = config.source
-    raw_layers = src.data["layers"]
     wired = wiring(config, "test")
     if not wired:
         raise UserError(f"{src.file}: the net has no layers in phase test, so no deploy net")
+    first = _derive_pass(src, wired, set())
+    second = _derive_pass(src, wired, first[1].marked)
+    entries, deriving, computes = second
+    if not computes:
+        raise UserError(f"{src.file}: every layer of the test phase but the data is left out "
+                        f"of the deploy net (losses, and layers that read labels); nothing "
+                        f"would compute a prediction")
+    deployed = parse_net(_source(src, entries))
+    for (index, _), layer in zip(entries, deployed.layers):
+        layer.index = index  # messages name the layer the user wrote
+    deployed.labels = dict(deriving.labels)
+    return deployed
+
+
+def _derive_pass(src: Source, wired, known_labels: set[str]
+                 ) -> tuple[list[tuple[int, dict]], _Derivation, bool]:
+    """(the new entries with the index of the layer each comes from, the derivation's state,
+    whether a layer that computes something is kept)."""
+    raw_layers = src.data["layers"]
     taken = {c.name for c, _, _ in wired} | {t for _, _, tops in wired for t in tops}
-    deriving = _Derivation(taken)
-    entries: list[tuple[int, dict]] = []  # (index of the original layer, new entry)
-    computes = False  # some layer with bottoms is kept: the net computes something
+    deriving = _Derivation(taken, set(known_labels), dead=set(known_labels))
+    entries: list[tuple[int, dict]] = []
+    computes = False
     for c, bottoms, tops in wired:
         entry = {k: v for k, v in raw_layers[c.index].items() if k not in _DROPPED_KEYS}
         if bottoms:
@@ -137,15 +165,7 @@ def derive(config: NetConfig) -> NetConfig:
         deriving.taken.update(e["name"] for e in new)
         entries += [(c.index, e) for e in new]
         computes = computes or bool(bottoms)
-    if not computes:
-        raise UserError(f"{src.file}: every layer of the test phase but the data is left out "
-                        f"of the deploy net (losses, and layers that read labels); nothing "
-                        f"would compute a prediction")
-    deployed = parse_net(_source(src, entries))
-    for (index, _), layer in zip(entries, deployed.layers):
-        layer.index = index  # messages name the layer the user wrote
-    deployed.labels = dict(deriving.labels)
-    return deployed
+    return entries, deriving, computes
 
 
 def _source(src: Source, entries: list[tuple[int, dict]]) -> Source:

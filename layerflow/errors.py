@@ -62,6 +62,17 @@ def a_an(word: str) -> str:
     return f"{'an' if vowel else 'a'} {w}"
 
 
+def as_written(value) -> str:
+    """A stored number as a data file would write it: 4 (not 4.0), -1, 1.5, and 0.1 for a
+    float32 0.1 (the shortest text that reads back as the same value of its dtype)."""
+    import numpy as np
+
+    value = np.asarray(value)[()]
+    if value.dtype.kind in "iub" or float(value).is_integer():
+        return str(int(value))
+    return np.format_float_positional(value, trim="-")
+
+
 def where(file: str | None, line: int | None = None, col: int | None = None) -> str:
     """'file:line:col' with whatever parts are known."""
     parts = [str(file) if file else "<input>"]

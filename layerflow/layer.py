@@ -64,6 +64,7 @@ class Param:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of `data` (and of `grad`)."""
         return self.data.shape
 
     def __repr__(self) -> str:
@@ -81,6 +82,10 @@ class Layer:
             a loss_weight on them is an error, and the net never runs their backward.
         is_input: its tops are fed by the caller (`Net.forward({blob: x})`); such a layer
             implements `feed_shapes` and `feed`.
+        (A data layer, which reads a data set batch by batch, implements `epoch`, `rewind`
+        and `set_batch_size`, so tests can make exactly one pass over its data, and
+        `check_labels`, so labels outside the classes of the layers that read them
+        (`label_bottoms`) are an error when the net is built.)
         kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
             bottom elements that close to it; None: no fixed kink.
         probabilities: its tops are probabilities (Softmax, Sigmoid), so `layerflow predict`
@@ -139,9 +144,13 @@ class Layer:
         raise NotImplementedError
 
     def forward(self, bottoms: list[np.ndarray]) -> list[np.ndarray]:
+        """Compute the tops from the bottoms (into buffers from `reshape`); keep what
+        backward needs."""
         raise NotImplementedError
 
     def backward(self, top_diffs: list[np.ndarray]) -> list[np.ndarray | None]:
+        """One diff per bottom (None where `propagate_down` is False); ADD param gradients
+        into `param.grad`."""
         raise NotImplementedError
 
     def build(self, bottom_shapes) -> list[tuple[int, ...]]:
@@ -171,9 +180,40 @@ class Layer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what `state()` returned."""
 
-    def batches_per_epoch(self) -> int | None:
-        """Data layers: batches in one pass over their data; None for every other layer."""
+    # -- data layers (they read a data set, one batch per forward) -----------------------
+    def epoch(self) -> tuple[int, int] | None:
+        """Data layers: (samples in one pass over the data, samples per batch); None for every
+        other layer. The net reads it to run exactly one pass (`Net.epoch`)."""
         return None
+
+    def batches_per_epoch(self) -> int | None:
+        """Batches in one pass over the data (the last may be partial); None if no data."""
+        epoch = self.epoch()
+        return None if epoch is None else -(-epoch[0] // epoch[1])
+
+    def rewind(self) -> None:
+        """Data layers: the next batch starts at the first sample of the data, in the order
+        of the first epoch (a test pass starts there every time)."""
+
+    def set_batch_size(self, n: int) -> None:
+        """Data layers: give batches of `n` samples from the next `reshape` on (the net
+        reshapes right after, and puts the old size back if some layer rejects the new one).
+        Only called on layers whose `epoch()` is not None."""
+        raise NotImplementedError(f"{self.type} reads no data set")
+
+    def check_labels(self, top: int, num_classes: int, ignore_label: int | None) -> None:
+        """Data layers: raise a UserError naming the file, the row and the value (as written:
+        4, not 4.0) of the first label of top `top` that is not a class index in
+        [0, num_classes) nor `ignore_label`. The net calls it once it is built, for each top
+        some layer reads as labels (`label_bottoms`), so bad labels are found when the data
+        is read, not batches later."""
+
+    # -- layers that read class labels --------------------------------------------------
+    def label_bottoms(self) -> dict[int, tuple[int, int | None]]:
+        """{bottom index: (number of classes, ignore_label or None)} for the bottoms this
+        layer reads as class indices (a classifier's labels); called after `reshape`, so the
+        classes may come from the shapes. Default: none."""
+        return {}
 
     # -- deploy nets ----------------------------------------------------------------------
     @classmethod

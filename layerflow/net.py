@@ -48,6 +48,7 @@ class Blob:
         return self._own
 
     def zeros(self, dtype) -> np.ndarray:
+        """A zero diff of the blob's shape (for a top nothing sends a gradient to)."""
         if self._zeros is None or self._zeros.shape != self.shape:
             self._zeros = np.zeros(self.shape, dtype)
         return self._zeros
@@ -112,10 +113,17 @@ class NetHook:
     and `bottom_diffs` are what the layer returned. A hook must not change them.
     """
 
-    def before_forward(self, layer: Layer) -> None: ...
-    def after_forward(self, layer: Layer, tops: list[np.ndarray]) -> None: ...
-    def before_backward(self, layer: Layer) -> None: ...
-    def after_backward(self, layer: Layer, bottom_diffs: list) -> None: ...
+    def before_forward(self, layer: Layer) -> None:
+        """Just before `layer.forward`."""
+
+    def after_forward(self, layer: Layer, tops: list[np.ndarray]) -> None:
+        """Just after `layer.forward`, with the tops it returned."""
+
+    def before_backward(self, layer: Layer) -> None:
+        """Just before `layer.backward`."""
+
+    def after_backward(self, layer: Layer, bottom_diffs: list) -> None:
+        """Just after `layer.backward`, with the bottom diffs it returned."""
 
 
 class _FirstNonFinite(NetHook):
@@ -167,11 +175,22 @@ class Net:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, phase: str = "train", **kw) -> "Net":
+        """The net of a YAML file, built for `phase` ("train" or "test").
+
+        Keyword arguments: `plugins` (modules or .py files to load first, as `--plugin`),
+        `seed` (of fillers and data order), `dtype` ("float32" or "float64", overriding
+        the file's), `share_params_with` (another Net whose params this one uses).
+        Every mistake in the file is a UserError naming file:line:col.
+
+            net = lf.Net.from_yaml("models/spiral/deploy.yaml", phase="test")
+        """
         plugins = kw.pop("plugins", None)
         return cls(parse_net(load_yaml(path), plugins), phase, **kw)
 
     @classmethod
     def from_string(cls, text: str, phase: str = "train", file: str = "<string>", **kw) -> "Net":
+        """The net of YAML `text` (as `from_yaml`); `file` names it in messages, and relative
+        paths in it (data, plugins) are taken from `file`'s folder."""
         plugins = kw.pop("plugins", None)
         return cls(parse_net(load_yaml_text(text, file), plugins), phase, **kw)
 
@@ -295,8 +314,27 @@ class Net:
             except UserError as err:
                 raise _located(err, node) from None
             self._reshape_node(node)
+        self._check_labels()
         self.params: dict[str, dict[str, Param]] = {
             n.layer.name: n.layer.params for n in self._nodes if n.layer.params}
+
+    def _check_labels(self) -> None:
+        """Tell each data layer which of its tops some layer reads as class labels, and of how
+        many classes (`Layer.label_bottoms`), so it checks them now (`Layer.check_labels`)
+        instead of a loss layer finding a bad one batches later."""
+        made_by = {id(t): (n, j) for n in self._nodes for j, t in enumerate(n.tops)}
+        for node in self._nodes:
+            for b, (classes, ignore) in node.layer.label_bottoms().items():
+                producer, top = made_by[id(node.bottoms[b])]
+                if producer.layer.epoch() is None:
+                    continue  # fed or computed labels: the reading layer checks each batch
+                try:
+                    producer.layer.check_labels(top, classes, ignore)
+                except UserError as err:
+                    err.args = (f"{err}; layer {node.layer.name} ({node.layer.type}) reads "
+                                f"top \"{producer.tops[top].name}\" as labels of "
+                                f"{classes} classes",)
+                    raise _located(err, producer) from None
 
     @staticmethod
     def _loss_weights(c: LayerConfig, n_tops: int) -> list[float]:
@@ -357,9 +395,16 @@ class Net:
         put back exactly as it was (buffers included, so the last fed batch is still there)
         and the layer's UserError is raised.
         """
+        self._reshape()
+
+    def _reshape(self, change=None) -> None:
+        """`reshape`, after calling `change()` (which sets new shapes in some layers) inside
+        the same all-or-nothing: a rejection undoes the change too."""
         saved_layers = [dict(vars(n.layer)) for n in self._nodes]
         saved_blobs = [(b, b.shape, b.data) for b in self._all_blobs.values()]
         try:
+            if change is not None:
+                change()
             for node in self._nodes:
                 self._reshape_node(node)
         except BaseException:
@@ -370,6 +415,41 @@ class Net:
                 blob.shape, blob.data = shape, data
             raise
         self._plans.clear()
+
+    # -- passes over the data (tests) ---------------------------------------------------
+    def _data_layers(self) -> list[tuple[Layer, tuple[int, int]]]:
+        return [(layer, e) for layer in self.layers if (e := layer.epoch()) is not None]
+
+    def epoch(self) -> tuple[int, int] | None:
+        """(samples, batch size) of one pass over this net's data, as its data layers declare
+        (`Layer.epoch`); None when no layer reads a data set. Data layers of different sizes
+        are a UserError: one pass over both is not defined."""
+        found = self._data_layers()
+        if not found:
+            return None
+        (first, e0), *rest = found
+        for layer, e in rest:
+            if e[0] != e0[0]:
+                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
+                                f"({e0[0]} samples) and {layer.name} ({e[0]} samples) differ "
+                                f"in size, so one pass over the data is not defined; give "
+                                f"the number of batches (test_iter, --iterations)")
+            if e[1] != e0[1]:
+                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
+                                f"(batch_size {e0[1]}) and {layer.name} (batch_size {e[1]}) "
+                                f"must read batches of one size")
+        return e0
+
+    def rewind(self) -> None:
+        """Every data layer starts again at its first sample (`Layer.rewind`)."""
+        for layer, _ in self._data_layers():
+            layer.rewind()
+
+    def set_batch_size(self, n: int) -> None:
+        """Data layers give batches of `n` samples from the next forward on; the net reshapes
+        (all or nothing: a size some layer rejects leaves the net as it was)."""
+        layers = [layer for layer, _ in self._data_layers()]
+        self._reshape(lambda: [layer.set_batch_size(n) for layer in layers])
 
     def _share_params(self, other: "Net") -> set[int]:
         """Use `other`'s Param objects for every layer of the same name (test nets); returns
@@ -435,9 +515,12 @@ class Net:
             lines = [f"layer {key.rpartition('.')[0]}: param {key.rpartition('.')[2]} has shape "
                      f"{tuple(weights[key].shape)} in the file but {mine[key].shape} in the net"
                      for key in wrong]
+            layers = list(dict.fromkeys(key.rpartition(".")[0] for key in wrong))
+            example = f"{layers[0]}_new"
             raise UserError(f"{source}: " + "; ".join(lines)
-                            + "; to start such a layer afresh instead, rename it in the net "
-                              "(weights are matched by layer name)")
+                            + f"; to initialize {' and '.join(layers)} afresh instead, rename "
+                              f"{'it' if len(layers) == 1 else 'them'} in the net (e.g. "
+                              f"{example}): weights are matched by layer name")
         for key in known:
             mine[key][...] = weights[key]
         return known
@@ -506,6 +589,7 @@ class Net:
         return hook
 
     def remove_hook(self, hook: NetHook) -> None:
+        """Stop calling a hook given to `add_hook`."""
         self._hooks.remove(hook)
 
     def run_forward(self, *, rerun: bool = False) -> float:

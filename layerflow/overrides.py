@@ -3,7 +3,9 @@
     --set base_lr=0.05                     a solver key (any key of solver.yaml)
     --set stepvalue=[1000,2000]            VALUE is YAML: numbers, true/false, lists, maps
     --set layers.ip1.num_output=200        a key of the layer named ip1 (every layer of that
-                                           name: the train and test Data layers often share one)
+                                           name: the train and test Data layers often share
+                                           one, and the run says so)
+    --set layers.data@test.batch_size=50   only the layer of that name in one phase
     --set layers.ip1.weight_filler.std=0.1 a nested key
     --set layers.ip1.param.0.lr_mult=2     a list item by index
     --set net.dtype=float64                a net-level key (name, dtype, force_backward...)
@@ -48,6 +50,7 @@ class Overrides:
 
     def __init__(self, items: list[str] | None):
         self.items: list[Override] = []
+        self.notices: list[str] = []  # what the user should know (a name matching 2 layers)
         for item in items or []:
             arg = f"--set {item}"
             key, eq, text = item.partition("=")
@@ -93,18 +96,61 @@ class Overrides:
         names = [d.get("name") for d in layers if isinstance(d, dict)]
         names = [n for n in names if isinstance(n, str)]
         # the longest layer name that prefixes the rest, so names may contain dots
-        match = max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
+        match = max((n for n in names if rest.startswith(n + ".") or rest.startswith(n + "@")),
+                    key=len, default=None)
         if match is None:
-            target = rest.split(".")[0]
+            target = rest.split(".")[0].split("@")[0]
             if target in names:
                 raise UserError(f"{o.arg}: give a key of layer {target}, e.g. "
                                 f"layers.{target}.<key>=VALUE")
             raise UserError(f"{o.arg}: the net {src.file} has no layer \"{target}\""
                             f"{did_you_mean(target, names)}; its layers: {', '.join(names)}")
-        path = _path(rest[len(match) + 1:].split("."))
-        for i, entry in enumerate(layers):
-            if isinstance(entry, dict) and entry.get("name") == match:
-                _set(src, ("layers", i) + path, o.value, o.arg)
+        rest = rest[len(match):]  # ".<key>" or "@<phase>.<key>"
+        phase = None
+        if rest.startswith("@"):
+            phase, dot, rest = rest[1:].partition(".")
+            if phase not in ("train", "test") or not dot:
+                raise UserError(f"{o.arg}: after {match}@ comes a phase, train or test, then "
+                                f"the key: layers.{match}@test.<key>=VALUE")
+        else:
+            rest = rest[1:]
+        path = _path(rest.split("."))
+        targets = [i for i, entry in enumerate(layers) if isinstance(entry, dict)
+                   and entry.get("name") == match and (phase is None or _in_phase(entry, phase))]
+        if not targets:
+            raise UserError(f"{o.arg}: the net {src.file} has no layer \"{match}\" in the "
+                            f"{phase} phase")
+        for i in targets:
+            _set(src, ("layers", i) + path, o.value, o.arg)
+        if len(targets) > 1:
+            key = ".".join(map(str, path))
+            which = " and ".join(f"layers[{i}] ({_phases(layers[i])})" for i in targets)
+            self.notices.append(
+                f"{o.arg}: {len(targets)} layers are named {match}; it sets each: {which}; "
+                f"to set one, name its phase: --set layers.{match}@train.{key}=... or "
+                f"layers.{match}@test.{key}=...")
+
+
+def _phase_rules(entry: dict, key: str) -> list[str] | None:
+    """The phases of an include/exclude entry as written ({phase: test} or a list of them)."""
+    rules = entry.get(key)
+    if rules is None:
+        return None
+    rules = rules if isinstance(rules, list) else [rules]
+    return [str(r.get("phase", "")).lower() for r in rules if isinstance(r, dict)]
+
+
+def _in_phase(entry: dict, phase: str) -> bool:
+    """Whether a layer entry (as written, before validation) is in `phase`: the net's rule."""
+    include, exclude = _phase_rules(entry, "include"), _phase_rules(entry, "exclude")
+    if include is not None and phase not in include:
+        return False
+    return not (exclude is not None and phase in exclude)
+
+
+def _phases(entry: dict) -> str:
+    phases = [p for p in ("train", "test") if _in_phase(entry, p)]
+    return "both phases" if len(phases) == 2 else f"{phases[0]} phase" if phases else "no phase"
 
 
 def _is_net_key(key: str) -> bool:

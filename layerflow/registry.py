@@ -18,7 +18,9 @@ packages, a package and a file, a plugin and a built-in) is an error naming both
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Iterator
 
@@ -37,6 +39,56 @@ def registering_from(origin: str) -> Iterator[None]:
         yield
     finally:
         _ORIGINS.pop()
+
+
+# Plugins imported by name or file (`layerflow.plugins`), in load order: origin -> module, so
+# an unknown type can say which plugin registered nothing, or that none was loaded.
+_PLUGINS: dict[str, Any] = {}
+
+
+def note_plugin(origin: str, module: Any) -> None:
+    """Record that the plugin `origin` ("plugin file /x/y.py") was imported as `module`."""
+    _PLUGINS[origin] = module
+
+
+def _plugin_hint(name: str, kind: str) -> str:
+    """For an unknown type: the loaded plugins that registered nothing (and the classes they
+    forgot to register), or how to load the plugin that defines `name`."""
+    empty = []
+    for origin, module in _PLUGINS.items():
+        if any(r._origin.get(n) == origin for r in REGISTRIES.values() for n in r._types):
+            continue
+        forgot = _unregistered_classes(module)
+        empty.append(f"{origin} was loaded but registered no types"
+                     + (f" ({', '.join(forgot)} {'is' if len(forgot) == 1 else 'are'} not "
+                        f"decorated with @register_{'layer' if kind == 'layer' else kind})"
+                        if forgot else ""))
+    if empty:
+        return "; " + "; ".join(empty)
+    where = {"layer": "`plugins: [my_layers.py]` in the net, or --plugin my_layers.py",
+             "source": "`plugins: [my_source.py]` in the net, or --plugin my_source.py"}.get(
+        kind, "--plugin my_plugin.py")
+    return (f"; if {name} comes from a plugin, load it: {where} (or install the package that "
+            f"declares it)")
+
+
+def _unregistered_classes(module: Any) -> list[str]:
+    """Classes defined in `module` that subclass Layer, Solver or DataSource but were never
+    registered (a forgotten decorator)."""
+    from .layer import Layer  # lazily: the registry is imported before the layer contract
+
+    bases: list[type] = [Layer]
+    for mod, cls_name in (("layerflow.solver", "Solver"), ("layerflow.sources", "DataSource")):
+        loaded = sys.modules.get(mod)  # not imported yet: none of its classes can be here
+        if loaded is not None:
+            bases.append(vars(loaded)[cls_name])
+    registered = {id(t) for r in REGISTRIES.values() for t in r._types.values()}
+    out = []
+    for obj in vars(module).values():
+        if isinstance(obj, type) and getattr(obj, "__module__", None) == module.__name__ and \
+                issubclass(obj, tuple(bases)) and id(obj) not in registered:
+            out.append(obj.__name__)
+    return out
 
 
 # ---- entry points ------------------------------------------------------------------------
@@ -139,9 +191,13 @@ class Registry:
             self._load_entry_point(name)
         if name not in self._types:
             known = sorted(set(self._types) | set(self.entry_point_names()))
+            close = did_you_mean(name, known)
+            # "Relu" for "ReLU", "InnerProdcut": a typo; otherwise it may come from a plugin
+            typo = close and difflib.SequenceMatcher(
+                None, close.split('"')[1].lower(), name.lower()).ratio() >= 0.8
             raise UserError(
-                f"unknown {self.kind} type \"{name}\"{did_you_mean(name, known)}; "
-                f"known types: {', '.join(known)}"
+                f"unknown {self.kind} type \"{name}\"{close}; known types: {', '.join(known)}"
+                + ("" if typo else _plugin_hint(name, self.kind))
             )
         self._check_no_rival_entry_point(name)
         return self._types[name]

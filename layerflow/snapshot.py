@@ -23,6 +23,8 @@ import json
 import os
 import re
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,26 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def weights_of(state_path: Path) -> Path:
+    """The weights file written beside a solver state (same name, .safetensors)."""
+    return Path(state_path).with_suffix(".safetensors")
+
+
+def weights_of_state(path: Path) -> Path | None:
+    """For a solver state, the weights file it was written with (named in its metadata, in
+    its folder); None for any other file. A state whose weights file is gone is an error."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "state_sha256" not in meta or "weights" not in meta:
+        return None
+    weights = path.parent / meta["weights"]
+    if not weights.is_file():
+        raise SnapshotError(f"{path}: is a solver state, and the weights file it was "
+                            f"written with, {weights}, is missing; give a .safetensors "
+                            f"weights file")
+    return weights
+
+
 def snapshot_paths(prefix: Path, it: int) -> tuple[Path, Path]:
     base = f"{prefix}_iter_{it}"
     return Path(base + ".safetensors"), Path(base + ".solverstate")
@@ -124,7 +146,8 @@ def save_snapshot(prefix: Path, it: int, weights: dict[str, np.ndarray],
         _fsync_dir(spath.parent)
     save_weights(wpath, weights, {"iter": it})
     meta = {"format": FORMAT, "weights": wpath.name, "weights_sha256": digest(weights),
-            "state_sha256": digest(state), **{k: str(v) for k, v in metadata.items()}}
+            "state_sha256": digest(state), "written_ns": str(time.time_ns()),
+            **{k: str(v) for k, v in metadata.items()}}
     atomic_write(spath, st_save(state, metadata=meta))
     return spath
 
@@ -143,6 +166,66 @@ def list_snapshots(prefix: Path) -> list[tuple[int, Path]]:
     """(iteration, state path) of every solverstate under `prefix`, newest first."""
     states = _files(prefix, r"_iter_(\d+)\.solverstate")
     return sorted(((int(m.group(1)), path) for m, path in states), reverse=True)
+
+
+def by_write_time(prefix: Path) -> list[tuple[int, Path]]:
+    """(iteration, state path) of every solverstate under `prefix`, the one written last
+    first: by the time its metadata records (`written_ns`), else by its file's mtime, so a
+    folder copied without keeping mtimes still orders right."""
+    def written(item):
+        it, path = item
+        try:
+            stamp = int(read_metadata(path).get("written_ns", ""))
+        except ValueError:
+            try:
+                stamp = path.stat().st_mtime_ns
+            except OSError:
+                stamp = 0
+        return stamp, it
+
+    return sorted(list_snapshots(prefix), key=written, reverse=True)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, reading only its header; {} if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 1 << 24:
+                return {}
+            header = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+# the files a run writes under its prefix (besides temporaries)
+_RUN_FILES = r"(_iter_\d+\.(safetensors|solverstate)|_metrics\.jsonl|_solver\.yaml|_net\.yaml)"
+
+
+def run_files(prefix: Path) -> list[Path]:
+    """The files of a run under `prefix`: snapshots, weights, the metrics log, the saved
+    configuration; sorted by name."""
+    return sorted(path for _, path in _files(prefix, _RUN_FILES))
+
+
+def move_aside(prefix: Path) -> Path:
+    """Move the files of the run under `prefix` into a new folder beside them, named after
+    the time the newest of them was written: `<prefix>-run-20240611-101500/`. Returns it."""
+    files = run_files(prefix)
+    prefix = Path(prefix)
+    newest = max((f.stat().st_mtime for f in files), default=time.time())
+    base = f"{prefix.name}-run-{datetime.fromtimestamp(newest):%Y%m%d-%H%M%S}"
+    folder, n = prefix.parent / base, 1
+    while folder.exists():
+        n += 1
+        folder = prefix.parent / f"{base}-{n}"
+    folder.mkdir(parents=True)
+    for f in files:
+        os.replace(f, folder / f.name)
+    _fsync_dir(prefix.parent)
+    return folder
 
 
 def load_snapshot(state_path: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:

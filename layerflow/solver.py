@@ -144,6 +144,8 @@ class Solver:
 
     # -- the pipeline ------------------------------------------------------------------
     def learning_rate(self, it: int | None = None) -> float:
+        """base_lr times the lr policy at iteration `it` (default: the current one), the rate
+        of the update that iteration makes."""
         return self.spec.base_lr * self.lr_policy(self.spec, self.iter if it is None else it)
 
     def step(self, n: int = 1) -> float:
@@ -180,6 +182,8 @@ class Solver:
         return loss
 
     def apply_update(self) -> None:
+        """Turn the accumulated gradients into one update of every param: the rates of the
+        lr policy, 1 / iter_size, clipping, then `update_buffer` (regularize and update)."""
         spec, buffer = self.spec, self.buffer
         rates = self.learning_rate() * buffer.lr_mult
         scale = 1.0 / spec.iter_size
@@ -198,6 +202,7 @@ class Solver:
             raise self.divergence(f"param {bad[0]} is not finite")
 
     def nonfinite_params(self) -> list[str]:
+        """The qualified names of the params holding a NaN or an infinity."""
         return [p.owner for p in self.params if not all_finite(p.data.reshape(-1))]
 
     def divergence(self, what: str) -> DivergenceError:
@@ -237,6 +242,7 @@ class Solver:
         return out
 
     def load_state(self, state: dict[str, np.ndarray], source: str) -> None:
+        """Restore what `state()` gave (`source` names the snapshot in errors)."""
         for i, p in enumerate(self.params):
             for k, view in enumerate(self.history_of(i)):
                 key = f"history.{p.owner}.{k}"

@@ -3,7 +3,8 @@
 A source is a `DataSource` subclass registered with `@register_source(name)`. It declares its
 own YAML keys as a pydantic `Params` model (every field with a default), written flat on the
 Data layer beside the generic keys (`source`, `batch_size`, `shuffle`, the transform...), and
-loads the arrays of the layer's tops:
+loads the arrays of the layer's tops (and may say where a sample was read from, `row`, for
+messages about bad data):
 
     @register_source("my-source")
     class MySource(DataSource):
@@ -33,6 +34,8 @@ from .registry import SOURCES, register_source
 
 
 class NoKeys(BaseModel):
+    """A source without keys of its own."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -63,6 +66,8 @@ class DataSource:
         return path if path.is_absolute() else self.base_dir / path
 
     def load(self, tops: list[str]) -> list[np.ndarray]:
+        """One array per top name, samples on the first axis, in the dtype they are stored
+        in; any problem with the data is a UserError naming the file."""
         raise NotImplementedError
 
     def sample_shapes(self, tops: list[str]) -> list[tuple[int, ...]]:
@@ -71,8 +76,14 @@ class DataSource:
         trained model can be used where the data set is not."""
         return [tuple(a.shape[1:]) for a in self.load(tops)]
 
+    def row(self, top: str, i: int) -> str:
+        """Where sample `i` of top `top` was read from, for messages: "labels.csv:7",
+        'd.npz: array "label", row 5'. By default 'source <source>: sample <i>'."""
+        return f"source {self.p.source}: sample {i}"
+
     @classmethod
     def described(cls) -> str:
+        """How messages name this source ("a .csv source")."""
         return cls.what or f"source: {cls.name}"
 
 
@@ -248,6 +259,9 @@ class Npz(DataSource):
         d = datasets.read_npz(self.path(self.p.source), tops)
         return [d[name] for name in tops]
 
+    def row(self, top, i):
+        return f"{self.path(self.p.source)}: array \"{top}\", row {i}"
+
 
 class CsvKeys(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -262,8 +276,14 @@ class Csv(DataSource):
     what = "a .csv source"
 
     def load(self, tops):
-        return two_tops(self, datasets.read_csv(self.path(self.p.source), self.p.label_column),
-                        tops)
+        d = datasets.read_csv(self.path(self.p.source), self.p.label_column)
+        self.lines = d.pop("line")
+        self.label_top = tops[1] if len(tops) > 1 else None
+        return two_tops(self, d, tops)
+
+    def row(self, top, i):
+        column = f", column \"{self.p.label_column}\"" if top == self.label_top else ""
+        return f"{self.path(self.p.source)}:{self.lines[i]}{column}"
 
 
 class IdxKeys(BaseModel):
@@ -285,17 +305,22 @@ class Idx(DataSource):
             raise UserError(f"source {p.source} is read as an IDX file of samples; give the "
                             f"IDX file of labels as label_source (or use one top)")
         images_path = self.path(p.source)
+        self.files = {tops[0]: images_path}
         data = datasets.read_idx(images_path)
         if data.ndim == 3:
             data = data.reshape(data.shape[0], 1, *data.shape[1:])
         if len(tops) == 1:
             return [data]
         labels_path = self.path(p.label_source)
+        self.files[tops[1]] = labels_path
         label = datasets.read_idx(labels_path)
         if len(label) != len(data):
             raise UserError(f"{labels_path} has {len(label)} labels but {images_path} has "
                             f"{len(data)} samples")
         return two_tops(self, {"data": data, "label": label}, tops)
+
+    def row(self, top, i):
+        return f"{self.files[top]}: item {i}"
 
 
 def two_tops(source: DataSource, d: dict[str, np.ndarray], tops: list[str]) -> list[np.ndarray]:

@@ -4,11 +4,16 @@ Loop order (Caffe's): test if due -> one iteration -> display if due -> test if 
 snapshot if due or asked for by a signal -> stop if asked. Iterations are counted as done:
 the record of iteration N comes after N updates.
 
-Files beside the snapshots (`<prefix>` = snapshot_prefix):
-    <prefix>_metrics.jsonl  one JSON record per event, appended:
-        {"event": "train", "iter", "lr", "loss" (smoothed over average_loss iterations),
+Files beside the snapshots (`<prefix>` = snapshot_prefix), one run per prefix: a new run where
+an earlier run's files are is refused, unless told to start over (the earlier files are then
+moved into a dated folder beside them, `snapshot.move_aside`); resuming continues the run.
+    <prefix>_metrics.jsonl  one JSON record per event, appended by the run and its resumes:
+        {"event": "train", "iter", "lr" (in force at iteration `iter`: the rate of the next
+         update, Caffe's "Iteration N, lr"), "loss" (the mean over the last `smoothed_over`
+         iterations: average_loss, fewer at the start), "smoothed_over",
          "outputs": {blob: value of the last iteration}, "elapsed_s"}
-        {"event": "test", "iter", "outputs": {blob: mean over test_iter batches}, "elapsed_s"}
+        {"event": "test", "iter", "outputs": {blob: mean over one pass over the test data,
+         or over test_iter batches when given}, "elapsed_s"}
         {"event": "resume" | "interrupted" | "diverged" | "warning", "iter", ...}
     <prefix>_solver.yaml, <prefix>_net.yaml   the configuration actually run (after --set
         overrides, with the random seed used), rewritten at the start of every run.
@@ -22,7 +27,8 @@ layer whose top went non-finite, and the last good snapshot.
 
 Resume (`--resume PATH`): a snapshot that is unreadable, truncated, fails its checksum, or was
 written by another net or solver type is an error naming the file. `--resume auto` takes the
-newest snapshot under the prefix, or starts from scratch when there is none. Writes are atomic,
+snapshot written last under the prefix, or starts from scratch when there is none; a resume at
+or past max_iter has nothing to do, says so and writes nothing. Writes are atomic,
 so a crash never leaves a damaged snapshot, only a missing one (ignored); a snapshot that exists
 but fails its checks was damaged afterwards: auto reports it as a warning (stderr and metrics)
 and falls back to the next older one; if none is usable it is an error, never a silent fresh
@@ -42,30 +48,77 @@ import numpy as np
 import yaml
 
 from . import snapshot as snap
-from .builder import build_net, build_solver
+from .builder import as_overrides, build_net, build_solver
 from .errors import DivergenceError, UserError
 from .net import Net
 from .profile import LayerTimer
 from .solver import Solver
-from .weights import copy_weight_files
+from .weights import copy_weight_files, split_list
 
 EXIT_INTERRUPTED = 130
 
 
-def evaluate(net: Net, iterations: int) -> dict[str, float]:
-    """Mean of each output blob (summed over its elements) over `iterations` forward passes."""
+def evaluate(net: Net, iterations: int | None = None) -> dict[str, float]:
+    """The mean of each output blob (summed over its elements) over one test pass: see
+    `evaluate_pass`."""
+    return evaluate_pass(net, iterations)["outputs"]
+
+
+def evaluate_pass(net: Net, iterations: int | None = None) -> dict:
+    """Run a test: {"outputs": {blob: mean}, "batches": forwards run, "samples": samples read}.
+
+    The net's data layers start at their first sample. Without `iterations`: exactly one pass
+    over the data (`Net.epoch`), the last batch as small as the rest of the data (the net
+    reshapes for it, then back), each output weighted by its batch's size, so the mean is
+    over every sample once. With `iterations` (Caffe's test_iter): that many batches of the
+    declared size, wrapping around the data if they reach its end (`coverage_warning`). A net
+    that reads no data set (Input layers) runs `iterations` or Caffe's 50 forwards.
+    """
+    net.rewind()
+    if iterations:
+        sizes, exact = [1] * iterations, False  # whole batches: each output counts once
+    else:
+        epoch = net.epoch()
+        exact = epoch is not None
+        if exact:
+            n, batch = epoch
+            sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+        else:
+            sizes = [1] * 50
     totals: dict[str, float] = {name: 0.0 for name in net.outputs}
-    for _ in range(iterations):
-        net.run_forward()
-        for name in net.outputs:
-            totals[name] += float(net.blobs[name].data.sum())
-    return {name: total / iterations for name, total in totals.items()}
+    current = sizes[0]
+    try:
+        for size in sizes:
+            if size != current:
+                net.set_batch_size(size)
+                current = size
+            net.run_forward()
+            for name in net.outputs:
+                totals[name] += size * float(net.blobs[name].data.sum())
+    finally:
+        if current != sizes[0]:
+            net.set_batch_size(sizes[0])
+    weight = sum(sizes)
+    return {"outputs": {name: total / weight for name, total in totals.items()},
+            "batches": len(sizes), "samples": weight if exact else None}
 
 
-def default_test_iterations(net: Net) -> int:
-    """One pass over the smallest data source of the net, or Caffe's 50 when unknown."""
-    passes = [n for layer in net.layers if (n := layer.batches_per_epoch())]
-    return min(passes) if passes else 50
+def coverage_warning(net: Net, iterations: int, what: str = "test_iter") -> str | None:
+    """The warning for `iterations` batches that do not read the net's data exactly once
+    (`what` names the setting: "test_iter", "--iterations"); None when they do."""
+    epoch = net.epoch()
+    if epoch is None or not iterations:
+        return None
+    n, batch = epoch
+    read = iterations * batch
+    if read == n:
+        return None
+    effect = (f"{n - read} of them are never tested" if read < n else
+              f"{read - n} are counted twice" if read <= 2 * n else
+              "every one is counted more than once, some more often than others")
+    return (f"{what} {iterations} x batch_size {batch} = {read} samples per test, but the "
+            f"test data of net {net.name} has {n}: {effect}; leave {what} out for exactly "
+            f"one pass over the test data")
 
 
 class Events:
@@ -74,16 +127,22 @@ class Events:
     def start(self, solver: Solver, start_iter: int) -> None: ...
     def display(self, record: dict) -> None: ...
     def test(self, record: dict) -> None: ...
-    def snapshot(self, path: Path) -> None: ...
+    def snapshot(self, state: Path, weights: Path) -> None: ...
     def iteration(self, it: int) -> None: ...
     def warning(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
     def done(self, summary: dict) -> None: ...
 
 
 @dataclass
 class Trainer:
+    """The loop around `solver`. `start_over`: a new run under a snapshot_prefix that holds
+    an earlier run's files moves them aside first (`snapshot.move_aside`); without it such a
+    run is refused, so two runs never interleave their snapshots and metrics."""
+
     solver: Solver
     events: Events = field(default_factory=Events)
+    start_over: bool = False
 
     def __post_init__(self):
         self.prefix: Path = self.solver.cfg.snapshot_prefix
@@ -92,18 +151,24 @@ class Trainer:
         self.elapsed_before = 0.0  # training time of the runs before a resume
         self.started = time.perf_counter()
         self.last_test: dict[str, float] = {}
+        self.last_test_iter: int | None = None  # the iteration the last test ran at
         self.last_snapshot: Path | None = None
         self.resumed_from: Path | None = None
         self._requests: deque = deque()  # "snapshot" | "stop", appended by signal handlers
+        self._coverage_checked: set[str] = set()  # test nets whose test_iter was checked
+        self._auto_found_nothing = False  # --resume auto with no snapshot: a fresh start
+        self.moved_to: Path | None = None  # where an earlier run's files were moved
 
     # -- starting points ----------------------------------------------------------------
     def resume(self, where: str | Path) -> Path | None:
-        """Restore from a solverstate path, or 'auto' = the newest usable snapshot."""
+        """Restore from a solverstate path, or 'auto': the snapshot written last under the
+        prefix (the newest of the run that wrote last), going back to older ones past damaged
+        ones; None (a fresh start) when there is none."""
         if str(where) != "auto":
             self._restore(Path(where))
             self.resumed_from = Path(where)
             return self.resumed_from
-        found = snap.list_snapshots(self.prefix)
+        found = snap.by_write_time(self.prefix)
         problems = []
         for _, path in found:
             try:
@@ -118,6 +183,7 @@ class Trainer:
         if problems:
             raise UserError(f"--resume auto: no usable snapshot under {self.prefix}_iter_*: "
                             + "; ".join(problems))
+        self._auto_found_nothing = True
         return None
 
     def _restore(self, path: Path) -> None:
@@ -139,11 +205,17 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
+        """Train until max_iter (or a stop request), testing, displaying and snapshotting as
+        the solver says; returns the summary (iterations, loss, last test, snapshot...)."""
         solver, spec = self.solver, self.solver.spec
         self.started = time.perf_counter()
+        if self.resumed_from is not None and solver.iter >= spec.max_iter:
+            return self._nothing_to_do()
         try:
             self.prefix.parent.mkdir(parents=True, exist_ok=True)
             snap.remove_temporaries(self.prefix)
+            if self.resumed_from is None:
+                self._claim_prefix()
             self.save_config()
         except OSError as exc:  # checked before training, as Caffe checks snapshot_prefix
             raise UserError(f"{self.solver.cfg.source.locate(('snapshot_prefix',))}: "
@@ -186,14 +258,57 @@ class Trainer:
                 good = (f"the last good snapshot is {self.last_good_snapshot()}"
                         if self.last_good_snapshot() else "no snapshot was written")
                 raise DivergenceError(f"{err}; {good}") from None
-        summary = {"iterations": solver.iter, "loss": self.smoothed_loss(),
-                   "test": self.last_test, "elapsed_s": round(self.elapsed(), 3),
+        summary = {"iterations": solver.iter, "max_iter": spec.max_iter,
+                   "loss": self.smoothed_loss(), "test": self.last_test,
+                   "test_iter": self.last_test_iter, "elapsed_s": round(self.elapsed(), 3),
                    "snapshot": str(self.last_snapshot) if self.last_snapshot else None,
+                   "weights": (str(snap.weights_of(self.last_snapshot)) if self.last_snapshot
+                               else None),
                    "metrics": str(self.metrics_path), "interrupted": interrupted}
         self.events.done(summary)
         return summary
 
+    def _claim_prefix(self) -> None:
+        """A new run needs a snapshot_prefix of its own: an earlier run's files there are an
+        error, unless asked to start over (or `--resume auto` found no snapshot to resume:
+        the files of a run that never wrote one), when they are moved into a folder beside."""
+        earlier = snap.run_files(self.prefix)
+        if not earlier:
+            return
+        if not (self.start_over or self._auto_found_nothing):
+            names = [f.name for f in earlier]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                           else "")
+            where = self.solver.cfg.source.locate(("snapshot_prefix",))
+            raise UserError(f"{where}: snapshot_prefix {self.prefix} already holds the files "
+                            f"of an earlier run ({shown}); continue that run with --resume "
+                            f"auto, or start a new one with --start-over (which moves the "
+                            f"earlier files into a dated folder beside them)")
+        self.moved_to = snap.move_aside(self.prefix)
+        message = f"moved the files of the earlier run under {self.prefix} to {self.moved_to}"
+        if self._auto_found_nothing:
+            self.events.warning(f"--resume auto: no snapshot to resume; {message}")
+        else:
+            self.events.info(message)
+
+    def _nothing_to_do(self) -> dict:
+        """A resume at or past max_iter: say so, write nothing."""
+        solver = self.solver
+        message = (f"nothing to do: {self.resumed_from.name} is at iteration {solver.iter} "
+                   f"and max_iter is {solver.spec.max_iter}; to train further, raise max_iter "
+                   f"(e.g. --set max_iter={solver.iter + solver.spec.max_iter})")
+        summary = {"iterations": solver.iter, "max_iter": solver.spec.max_iter,
+                   "loss": self.smoothed_loss(), "test": {}, "test_iter": None,
+                   "elapsed_s": round(self.elapsed_before, 3),
+                   "snapshot": str(self.resumed_from),
+                   "weights": str(snap.weights_of(self.resumed_from)),
+                   "metrics": str(self.metrics_path),
+                   "interrupted": False, "nothing_to_do": message}
+        self.events.done(summary)
+        return summary
+
     def last_good_snapshot(self) -> Path | None:
+        """The snapshot a diverged run can go back to: the last written, else the newest."""
         if self.last_snapshot is not None:
             return self.last_snapshot
         found = snap.list_snapshots(self.prefix)
@@ -204,28 +319,37 @@ class Trainer:
             f"_iter_{self.solver.iter}.solverstate")
 
     def smoothed_loss(self) -> float:
+        """The mean loss of the last average_loss iterations (NaN before the first)."""
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
     def elapsed(self) -> float:
+        """Seconds of training, the runs before a resume included."""
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _display(self, it: int) -> None:
         self.solver.check_params()
         net = self.solver.net
         outputs = {name: float(net.blobs[name].data.sum()) for name in net.outputs}
-        record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it - 1),
-                  "loss": self.smoothed_loss(), "outputs": outputs,
-                  "elapsed_s": round(self.elapsed(), 3)}
+        # the lr in force at iteration `it` (the rate of the update from it to it + 1), as
+        # Caffe logs "Iteration N, lr = ...", so logs compare line by line
+        record = {"event": "train", "iter": it, "lr": self.solver.learning_rate(it),
+                  "loss": self.smoothed_loss(), "smoothed_over": len(self.losses),
+                  "outputs": outputs, "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)
         self.events.display(record)
 
     def test(self) -> dict[str, float]:
+        """Run every test net once (`evaluate`), log and report the means; returns them."""
         solver = self.solver
         results: dict[str, float] = {}
         for net in solver.test_nets:
-            iters = solver.spec.test_iter or default_test_iterations(net)
-            results.update(evaluate(net, iters))
-        self.last_test = results
+            if solver.spec.test_iter and net.name not in self._coverage_checked:
+                self._coverage_checked.add(net.name)
+                warning = coverage_warning(net, solver.spec.test_iter)
+                if warning:
+                    self._warn(warning)
+            results.update(evaluate(net, solver.spec.test_iter or None))
+        self.last_test, self.last_test_iter = results, solver.iter
         record = {"event": "test", "iter": solver.iter, "outputs": results,
                   "elapsed_s": round(self.elapsed(), 3)}
         self._log(record)
@@ -264,7 +388,7 @@ class Trainer:
                             f"{exc}") from None
         self.last_snapshot = path
         snap.prune(self.prefix, solver.spec.snapshot_keep)
-        self.events.snapshot(path)
+        self.events.snapshot(path, snap.weights_of(path))
         return path
 
     def save_config(self) -> None:
@@ -339,58 +463,109 @@ class Trainer:
 
 def train(solver_path: str | Path, *, resume: str | None = None, weights: str | None = None,
           overrides=None, plugins: list[str] | None = None,
-          events: Events | None = None, profile: bool = False, level: int | None = None,
-          stage=None) -> dict:
+          events: Events | None = None, profile: bool = False,
+          start_over: bool = False, level: int | None = None, stage=None) -> dict:
     """Engine entry point of `layerflow train`: build, maybe resume or load weights, run.
 
     `weights`: a .safetensors or .caffemodel file, or a comma-separated list of them (later
     files override earlier ones; source layers the net lacks are reported as warnings).
     `level`/`stage`: the train net's state (Caffe's -level/-stage), replacing train_state.
     `profile`: time each layer of the train net; the summary gets a "profile" report.
+    `start_over`: a new run where snapshot_prefix holds an earlier run's files moves them
+    aside (see `Trainer`); without it, such a new run is a UserError.
 
     `overrides`: an Overrides, or the list of `--set KEY=VALUE` strings.
     The summary's "interrupted" is True when SIGINT stopped the run (the CLI exits 130).
     """
     if resume and weights:
         raise UserError("give --resume or --weights, not both (resume restores the weights)")
+    if resume and start_over:
+        raise UserError("give --resume or --start-over, not both (--start-over begins a new "
+                        "run, --resume continues one)")
+    overrides = as_overrides(overrides)
     solver = build_solver(solver_path, plugins=plugins, overrides=overrides, level=level,
                           stage=stage)
-    trainer = Trainer(solver, events or Events())
+    trainer = Trainer(solver, events or Events(), start_over=start_over)
+    for notice in overrides.notices if overrides else []:
+        trainer.events.warning(notice)
     if resume:
         trainer.resume(resume)
-    elif weights:
-        copied, notes = copy_weight_files(solver.net, weights)
-        if not copied:
-            raise UserError(f"{weights}: no param in the file matches a layer of the net "
-                            f"(params are matched by layer name)")
-        for note in notes:  # Caffe's "Ignoring source layer"
-            trainer.events.warning(note)
+    fine_tuned = fine_tune(solver.net, weights, trainer.events) if weights else None
     if not profile:
-        return trainer.run()
-    profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
-    try:
         summary = trainer.run()
-    finally:
-        solver.net.remove_hook(profiler)
-    summary["profile"] = profiler.report(solver.iter - start)
+    else:
+        profiler, start = solver.net.add_hook(LayerTimer(solver.net)), solver.iter
+        try:
+            summary = trainer.run()
+        finally:
+            solver.net.remove_hook(profiler)
+        summary["profile"] = profiler.report(solver.iter - start)
+    if fine_tuned is not None:
+        summary["weights_from"] = fine_tuned
     return summary
+
+
+def fine_tune(net: Net, spec, events: Events) -> dict:
+    """Copy the params of weights files into `net` by layer name (Caffe's fine-tuning) and
+    report what happened, as Caffe logs "Ignoring source layer": the files' layers (and
+    params) the net has no use for, and the net's params left to their fillers.
+
+    `spec`: a .safetensors or .caffemodel file (or a .solverstate: its weights), or a
+    comma-separated list of them applied in order. Returns {"file", "copied", "ignored",
+    "initialized"} (qualified param names)."""
+    files = [_weights_file(p, events.info) for p in split_list(spec)]
+    done = copy_weight_files(net, files)
+    if not done.copied:
+        raise UserError(f"{spec}: no param in the file matches a layer of net {net.name} "
+                        f"(params are matched by layer name); the file has "
+                        f"{', '.join(sorted(done.seen)) or 'no params'}")
+    mine = net.state_dict()
+    initialized = [key for key in mine if key not in done.copied]
+    events.info(f"fine-tuning from {spec}: {len(done.copied)} of the net's {len(mine)} params "
+                f"copied")
+    for note in done.notes:  # Caffe's "Ignoring source layer"
+        events.info(f"  {note}")
+    if initialized:
+        events.info(f"  not in the file, so initialized by their fillers: "
+                    f"{', '.join(initialized)}")
+    return {"file": ",".join(map(str, files)), "copied": done.copied, "ignored": done.ignored,
+            "initialized": initialized}
 
 
 def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = None,
          plugins: list[str] | None = None, phase: str = "test", level: int = 0,
          stage=None) -> dict:
     """Engine entry point of `layerflow test`: mean outputs of the net with these weights
-    (one file or a comma-separated list, as for `train`; "warnings" lists the source layers
-    the net lacks)."""
+    (one file or a comma-separated list, as for `train`), over one exact pass over its test
+    data, or over `iterations` batches from its first sample (with a "warning" when they do
+    not read it exactly once)."""
     net = build_net(net_path, phase, plugins=plugins, level=level, stage=stage)
-    copied, notes = copy_weight_files(net, weights)
+    notes: list[str] = []
+    files = [_weights_file(p, notes.append) for p in split_list(weights)]
+    done = copy_weight_files(net, files)
+    copied = done.copied
+    notes += done.notes
     missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
                if f"{l}.{p}" not in copied]
     if missing:
         raise UserError(f"{weights}: has no values for {', '.join(missing)}; were these weights "
                         f"trained for {net_path}?")
-    iters = iterations or default_test_iterations(net)
+    warning = coverage_warning(net, iterations, "--iterations") if iterations else None
     t0 = time.perf_counter()
-    results = evaluate(net, iters)
-    return {"iterations": iters, "outputs": results,
-            "elapsed_s": round(time.perf_counter() - t0, 3), "warnings": notes}
+    result = evaluate_pass(net, iterations)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    result["iterations"] = result.pop("batches")
+    if warning:
+        result["warning"] = warning
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def _weights_file(path: Path, note) -> Path:
+    """`path`, or for a solver state the weights file it was written with (said by `note`)."""
+    weights = snap.weights_of_state(path)
+    if weights is None:
+        return path
+    note(f"{path} is a solver state; reading the weights it was written with: {weights}")
+    return weights

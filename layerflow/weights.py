@@ -12,6 +12,7 @@ only by leading 1s.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +55,44 @@ def conform(weights: dict[str, np.ndarray], net) -> dict[str, np.ndarray]:
     return out
 
 
-def copy_weight_files(net, spec) -> tuple[list[str], list[str]]:
+@dataclass
+class Copied:
+    """What `copy_weight_files` did: the net's params it set (qualified names, net order),
+    the files' params the net has no use for, the messages saying so, and every key read."""
+
+    copied: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+
+def copy_weight_files(net, spec) -> Copied:
     """Copy the files of `spec` (a path, a comma-separated list or a list) into `net`, in
-    order. Returns (keys copied, notes: source layers ignored and blobs skipped)."""
-    copied: dict[str, None] = {}
-    notes: list[str] = []
-    layers = set(net.params)
-    for path in split_list(spec):
-        weights, file_notes = read_weights(path)
-        notes += [f"{path}: {n}" for n in file_notes]
-        ignored = sorted({k.rpartition(".")[0] for k in weights} - layers)
-        if ignored:
-            notes.append(f"{path}: ignoring source layer{'s' if len(ignored) > 1 else ''} "
-                         f"{', '.join(ignored)} (not in net {net.name})")
-        for key in net.copy_from(conform(weights, net), str(path)):
-            copied[key] = None
-    if not split_list(spec):
+    order; a later file overrides what an earlier one set. Source layers the net lacks, and
+    params a layer of the net lacks, are reported in `notes` (Caffe's "Ignoring source
+    layer"), not errors; a shape mismatch is (Net.copy_from)."""
+    paths = split_list(spec)
+    if not paths:
         raise UserError("--weights: no file given")
-    return list(copied), notes
+    out = Copied()
+    mine = net.state_dict()
+    done: set[str] = set()
+    for path in paths:
+        weights, file_notes = read_weights(path)
+        out.notes += [f"{path}: {n}" for n in file_notes]
+        out.seen += [k for k in weights if k not in out.seen]
+        by_layer: dict[str, list[str]] = {}
+        for key in sorted(k for k in weights if k not in mine):
+            by_layer.setdefault(key.rpartition(".")[0], []).append(key)
+            if key not in out.ignored:
+                out.ignored.append(key)
+        for layer, keys in by_layer.items():
+            if layer in net.params:
+                out.notes.append(f"{path}: ignoring {', '.join(keys)}: layer {layer} of the "
+                                 f"net has no such param")
+            else:
+                out.notes.append(f"{path}: ignoring source layer {layer} ({', '.join(keys)}): "
+                                 f"net {net.name} has no layer of that name")
+        done.update(net.copy_from(conform(weights, net), str(path)))
+    out.copied = [key for key in mine if key in done]
+    return out

@@ -6,7 +6,9 @@ Each batch is gathered from the stored arrays (uint8 images stay uint8 in memory
 preallocated buffers of the net's dtype; the first top is transformed on the way:
     data[i] = (x[index[i]] - mean) * scale          mean: mean_value or mean_file, else 0
 Batches follow the stored order, or a fresh permutation every epoch with `shuffle: true`; a batch
-that crosses the end of the data continues at the start of the next epoch.
+that crosses the end of the data continues at the start of the next epoch. For a test pass the
+net rewinds the layer to its first sample and may ask for a smaller last batch (`epoch`,
+`rewind`, `set_batch_size`: the data-layer part of the contract).
 
 Sources (a registry, `layerflow.sources`; a plugin can add one, with its own keys):
     spiral                  CS231n's 2-D spiral (keys num_classes, points_per_class, noise, seed)
@@ -25,6 +27,7 @@ from numba import njit
 from layerflow import Layer, UserError, register_layer
 from layerflow import data as datasets
 from layerflow import sources
+from layerflow.errors import as_written
 from layerflow.layers.transform import sample_mean
 
 
@@ -64,8 +67,9 @@ class Data(Layer):
     def setup(self, bottom_shapes):
         names = list(self.top_names)
         try:
-            source = sources.resolve(self.p.source, self.p.backend)
-            arrays = source(self.p, base_dir=self.base_dir, phase=self.phase).load(names)
+            source_cls = sources.resolve(self.p.source, self.p.backend)
+            self.source = source_cls(self.p, base_dir=self.base_dir, phase=self.phase)
+            arrays = self.source.load(names)
         except UserError as err:
             raise self._error(str(err)) from None
         n = len(arrays[0])
@@ -80,19 +84,43 @@ class Data(Layer):
         self.scale = self.dtype.type(self.p.scale)
         seed = int(self.rng.integers(2**63))
         self.cursor = datasets.Cursor(n, self.p.shuffle, seed)
+        self.batch_size = self.p.batch_size  # a test pass may end with a smaller batch
 
     def reshape(self, bottom_shapes):
-        b = self.p.batch_size
+        b = self.batch_size
         self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
         self.index = np.zeros(b, np.int64)
         return [t.shape for t in self.tops]
 
-    def batches_per_epoch(self):
-        return -(-self.num_samples // self.p.batch_size)
+    def epoch(self):
+        return self.num_samples, self.p.batch_size
+
+    def rewind(self):
+        self.cursor.rewind()
+
+    def set_batch_size(self, n):
+        self.batch_size = int(n)
+
+    def check_labels(self, top, num_classes, ignore_label):
+        labels = self.arrays[top]  # (samples, values per sample), as stored
+        ok = (labels >= 0) & (labels < num_classes)
+        if labels.dtype.kind == "f":
+            ok &= labels == np.floor(labels)
+        if ignore_label is not None:
+            ok |= labels == ignore_label
+        if ok.all():
+            return
+        flat = int(np.argmin(ok.reshape(-1)))
+        row, value = flat // max(labels.shape[1], 1), labels.reshape(-1)[flat]
+        ignored = f" nor the ignore_label {ignore_label}" if ignore_label is not None else ""
+        bad = int((~ok).sum())
+        raise self._error(f"{self.source.row(self.top_names[top], row)}: label "
+                          f"{as_written(value)} is not a class index in [0, {num_classes})"
+                          f"{ignored}" + (f" (the first of {bad} bad labels)" if bad > 1 else ""))
 
     def forward(self, bottoms):
         self.cursor.next(self.index)
-        b = self.p.batch_size
+        b = self.batch_size
         gather_transform(self.arrays[0], self.index, self.mean, self.scale,
                          self.tops[0].reshape(b, -1))
         for x, top in zip(self.arrays[1:], self.tops[1:]):

@@ -158,7 +158,9 @@ class SoftmaxLoss(ClassifierLayer):
 
     @classmethod
     def deploy(cls, step):
-        """In a deploy net: a Softmax over the same axis, giving the probabilities (`prob`)."""
+        """In a deploy net: a Softmax over the same axis, giving the probabilities (`prob`);
+        bottom 1 holds labels (see ClassifierLayer.deploy)."""
+        step.label(step.bottoms[1])
         prob = step.unique("prob")
         return [{"name": prob, "type": "Softmax", "bottom": step.bottoms[:1], "top": [prob],
                  "axis": step.p.axis}]

@@ -114,14 +114,18 @@ def swish_site(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def clean_registry(tmp_path_factory):
+    from layerflow import registry
     from layerflow.registry import REGISTRIES, refresh_entry_points
 
     saved = {k: r.save() for k, r in REGISTRIES.items()}
+    plugins = dict(registry._PLUGINS)  # the plugins loaded so far (unknown-type hints)
     path = list(sys.path)
     modules = set(sys.modules)
     yield
     for k, r in REGISTRIES.items():
         r.restore(saved[k])
+    registry._PLUGINS.clear()
+    registry._PLUGINS.update(plugins)
     sys.path[:] = path
     temp = str(tmp_path_factory.getbasetemp())
     for name in set(sys.modules) - modules:

@@ -1,9 +1,10 @@
 """The shared helpers of layerflow.errors: file errors, articles, suggestions."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from layerflow.errors import UserError, a_an, did_you_mean, file_error
+from layerflow.errors import UserError, a_an, as_written, did_you_mean, file_error
 from layerflow.snapshot import SnapshotError
 
 
@@ -41,3 +42,9 @@ def test_articles(word, expected):
 def test_did_you_mean_ignores_case():
     assert did_you_mean("Relu", ["ReLU", "Sigmoid"]) == ' (did you mean "ReLU"?)'
     assert did_you_mean("zzz", ["ReLU"]) == ""
+
+
+def test_as_written_prints_numbers_as_a_data_file_would():
+    assert [as_written(v) for v in (np.float32(4.0), np.float64(-1.0), np.float32(0.1),
+                                    np.float64(1.5), np.uint8(9), np.int64(-3))] == [
+        "4", "-1", "0.1", "1.5", "9", "-3"]

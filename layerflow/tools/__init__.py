@@ -25,6 +25,20 @@ def load_net(path: str | Path, phase: str = "train", plugins: list[str] | None =
     return build_net(path, phase, plugins=plugins, dtype=dtype, seed=seed)
 
 
+def output_path(path: str | Path) -> Path:
+    """An output file of a tool (`-o`): its folders are created as needed; a folder that
+    cannot be made is a UserError naming it."""
+    from ..errors import UserError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create its folder {path.parent}: "
+                        f"{exc.strerror or exc}") from None
+    return path
+
+
 def fmt_int(n: int) -> str:
     """12345678 -> '12.35M' (k, M, G, T), small numbers as they are."""
     for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 from ..errors import UserError
-from . import load_net
+from . import load_net, output_path
+from .types import yaml_flow
 
 TEXT_FORMATS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "markdown"}
 RENDERED_FORMATS = {".svg": "svg", ".png": "png"}
@@ -47,8 +48,9 @@ def graph(net) -> dict:
 
 
 def _layer_lines(layer: dict) -> list[str]:
+    """Name, (type), then the keys as the YAML spells them: `shuffle: true`, not True."""
     lines = [layer["name"], f"({layer['type']})"]
-    lines += [f"{k}: {v}" for k, v in layer["keys"].items()]
+    lines += [f"{k}: {yaml_flow(v)}" for k, v in layer["keys"].items()]
     return lines
 
 
@@ -131,8 +133,7 @@ def draw(net_path: str | Path, output: str | Path, phase: str = "train",
         text = to_mermaid(g, rankdir)
     else:
         text = f"```mermaid\n{to_mermaid(g, rankdir)}```\n"
-    if output.parent and not output.parent.exists():
-        raise UserError(f"{output}: folder {output.parent} does not exist")
+    output = output_path(output)
     if dot_exe:
         proc = subprocess.run([dot_exe, f"-T{RENDERED_FORMATS[ext]}", "-o", str(output)],
                               input=text.encode(), capture_output=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import types as _types
 import typing
 from typing import Any, Literal, Union
@@ -11,7 +12,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ..errors import UserError, a_an, did_you_mean
+from ..errors import UserError, did_you_mean
 from . import table
 
 KINDS = ("layer", "solver", "lr_policy")
@@ -35,8 +36,19 @@ def _doc(obj: Any) -> str:
 
 
 def _summary(obj: Any) -> str:
-    doc = _doc(obj)
-    return doc.splitlines()[0].strip() if doc else ""
+    """The first sentence of a type's docstring, whole: its first paragraph's lines up to a
+    blank or indented line (a formula block), joined, cut after the first full stop; a
+    colon that introduced the formulas is dropped ("AdaGrad, Caffe's form (momentum must
+    be 0)")."""
+    lines = []
+    for line in _doc(obj).splitlines():
+        if not line.strip() or line.startswith((" ", "\t")):
+            break
+        lines.append(line.strip())
+    text = " ".join(lines)
+    end = re.search(r"\.(\s|$)", text)
+    text = text[:end.start() + 1] if end else text
+    return text[:-1].rstrip() if text.endswith(":") else text
 
 
 def _arity(n) -> str:
@@ -62,23 +74,48 @@ def list_types(kind: str = "layer", plugins: list[str] | None = None) -> dict:
     return {"kind": kind, "types": rows, "failed": errors}
 
 
-def describe_type(name: str, kind: str = "layer", plugins: list[str] | None = None) -> dict:
-    """One type: origin, arity, docstring and its keys (`params`) from its pydantic model."""
+KIND_NAMES = {"layer": "a layer", "solver": "a solver", "lr_policy": "an lr_policy"}
+
+
+def describe_type(name: str, kind: str | None = None, plugins: list[str] | None = None) -> dict:
+    """One type: origin, arity, docstring and its keys (`params`) from its pydantic model.
+
+    `kind` None: the type of that name among layers, then solvers, then lr policies (so
+    `layerflow layers SGD` shows the solver). A name of another kind than the one asked is an
+    error saying which kind it is.
+    """
     from ..registry import REGISTRIES
 
-    registry, failed = _registry(kind, plugins)
-    obj = registry.lookup(name)
-    if obj is None:
-        if name in failed:
-            raise UserError(failed[name])
-        for other, reg in REGISTRIES.items():  # `layerflow layers SGD`: a solver, not a layer
-            if other != kind and name in reg:
-                raise UserError(f"{name} is {a_an(other.replace('_', '-'))} type, not "
-                                f"{a_an(kind.replace('_', '-'))} type: use "
-                                f"`layerflow layers --kind {other} {name}`")
-        known = registry.names()
-        raise UserError(f"unknown {kind} type \"{name}\"{did_you_mean(name, known)}; known "
-                        f"types: {', '.join(known)}")
+    kinds = [kind] if kind is not None else list(KINDS)
+    failed_all: dict[str, str] = {}
+    for k in kinds:
+        registry, failed = _registry(k, plugins)
+        failed_all.update(failed)
+        obj = registry.lookup(name)
+        if obj is not None:
+            kind = k
+            break
+    else:
+        if name in failed_all:
+            raise UserError(failed_all[name])
+        for other, reg in REGISTRIES.items():  # `layers --kind layer SGD`: a solver
+            if other not in kinds and name in reg:
+                raise UserError(f"{name} is {KIND_NAMES[other]} type, not "
+                                f"{KIND_NAMES[kinds[0]]} type: use `layerflow layers "
+                                f"{name}` (or --kind {other})")
+        if len(kinds) == 1:
+            known = REGISTRIES[kinds[0]].names()
+            raise UserError(f"unknown {kinds[0]} type \"{name}\"{did_you_mean(name, known)}; "
+                            f"known types: {', '.join(known)}")
+        of_kind = {k: REGISTRIES[k].names() for k in kinds}
+        hint = did_you_mean(name, [n for names in of_kind.values() for n in names])
+        for k, names in of_kind.items():  # say which kind the suggestion is
+            if hint and hint.split('"')[1] in names:
+                hint = hint.replace("did you mean", f"did you mean the {k} type")
+                break
+        raise UserError(f"unknown type \"{name}\"{hint}; "
+                        + "; ".join(f"{k} types: {', '.join(names)}"
+                                    for k, names in of_kind.items()))
     canonical = obj.type if kind != "lr_policy" else name
     out = {"kind": kind, "type": canonical, "origin": registry.origin_of(name),
            "doc": _doc(obj)}

@@ -162,7 +162,8 @@ def _forward(net_path, weights):
     from layerflow.weights import copy_weight_files
 
     net = build_net(net_path, "test")
-    copied, notes = copy_weight_files(net, weights)
+    done = copy_weight_files(net, weights)
+    copied, notes = done.copied, done.notes
     x = np.linspace(-1, 1, 8).reshape(2, 1, 2, 2)
     return net.forward({"data": x})["ip2"], copied, notes
 
@@ -295,7 +296,7 @@ def test_batchnorm_scale_prelu_blobs_map_to_layerflow_params(wire, write, tmp_pa
     from layerflow.weights import copy_weight_files
 
     net = build_net(net_path, "test", dtype="float64")
-    copied, _ = copy_weight_files(net, str(model))
+    copied = copy_weight_files(net, str(model)).copied
     assert sorted(copied) == ["bn.mean", "bn.scale_factor", "bn.variance", "pr.weight",
                               "sc.bias", "sc.weight"]
     x = np.array([[1.0, 2.0, -4.0], [3.0, -1.0, 0.0]])

@@ -258,6 +258,6 @@ def test_train_from_caffemodel_weights_list(cli, project):
     save_file({"ip2.bias": np.array([0.0, 0.0], np.float32)}, str(project / "head.safetensors"))
     res = cli.ok(cli.invoke("train", "models/tiny/solver.prototxt", "--weights",
                             "pre.caffemodel,head.safetensors", "--set", "max_iter=1",
-                            "--set", "test_interval=1", "--json", cwd=project))
+                            "--set", "test_interval=1", "--json", "--start-over", cwd=project))
     assert "pre.caffemodel: ignoring source layer old_head" in res.stderr
     assert json.loads(res.stdout)["test"]["accuracy"] >= 0.9  # the pretrained weights

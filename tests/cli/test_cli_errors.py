@@ -28,7 +28,8 @@ def test_bad_yaml_syntax(cli, tiny):
     # the mapping that was never closed
     assert msg == (f"{tiny.net}:{cli.pos(text, '{name: relu1')}: YAML error: expected ',' or "
                    f"'}}', but got '{{' (while parsing a flow mapping that starts at "
-                   f"{tiny.net}:{cli.pos(text, '{name: ip1')})")
+                   f"{tiny.net}:{cli.pos(text, '{name: ip1')}); likely a '}}' missing at the "
+                   f"end of the {{...}} (or a comma missing)")
 
 
 def test_bad_yaml_in_the_solver(cli, tiny):
@@ -36,6 +37,29 @@ def test_bad_yaml_in_the_solver(cli, tiny):
     msg = cli.error(cli.invoke("train", tiny.solver))
     assert msg.startswith(f"{tiny.solver}:{cli.pos(text, ': 0.9')}: YAML error: expected ',' or "
                           f"']', but got ':'")
+
+
+# ---- the wrong kind of file ----------------------------------------------------------------
+
+def test_a_net_where_a_solver_is_expected(cli, tiny, tmp_path):
+    cli.error(cli.invoke("train", tiny.net),
+              f"{tiny.net}: this is a net file (it has `layers:`), not a solver; give the "
+              f"solver file that names this net, e.g. {tiny.solver}")
+    alone = tmp_path / "alone" / "mynet.yaml"
+    alone.parent.mkdir()
+    alone.write_text(tiny.net_text)
+    cli.error(cli.invoke("train", alone),
+              f"{alone}: this is a net file (it has `layers:`), not a solver; give the solver "
+              f"file that names this net (a solver.yaml with `net: mynet.yaml`, base_lr and "
+              f"max_iter: see `layerflow layers SGD` for its keys)")
+
+
+@pytest.mark.parametrize("command", [["summary"], ["draw", "-o", "g.dot"], ["time"],
+                                     ["gradcheck"], ["test", "--weights", "w.safetensors"]])
+def test_a_solver_where_a_net_is_expected(cli, tiny, command):
+    msg = cli.error(cli.invoke(command[0], tiny.solver, *command[1:]))
+    assert msg == (f"{tiny.solver}: this is a solver file (it names its net, `net: net.yaml`), "
+                   f"not a net; give the net instead: {tiny.net}")
 
 
 def test_python_tags_are_rejected_and_never_run(cli, tmp_path):
@@ -203,16 +227,21 @@ def test_snapshot_folder_that_cannot_be_created(cli, tiny):
 # ---- run-time data and shapes -------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, shown", [(3, "label 3"), (-1, "label -1"), (1.5, "label 1.5")])
-def test_bad_label_at_run_time(cli, tmp_path, bad, shown):
+def test_bad_label_is_found_when_the_data_is_read(cli, tmp_path, bad, shown):
+    """The labels are checked against the loss's 3 classes when the net is built, before
+    any training: the message names the data layer, the file, the row and the value as
+    written (the .npz stores float32 labels: 3, not 3.0)."""
     labels = np.arange(12) % 3
     labels = labels.astype(float)
     labels[4] = bad
     project = cli.make_project(tmp_path / "p", labels=labels)
-    text = project.net_text
     msg = cli.error(cli.invoke("train", project.solver))
-    assert msg.startswith(f"{project.net}:{cli.pos(text, '{name: loss')}: layers[4] (loss): "
-                          f"{shown}")
-    assert "at batch index 4" in msg and "[0, 3)" in msg
+    npz = project.root / "data" / "tiny.npz"
+    assert msg == (f"{project.net}:{cli.pos(project.net_text, '{name: data')}: layers[0] "
+                   f"(data): {npz}: array \"label\", row 4: {shown} is not a class index in "
+                   f"[0, 3); layer loss (SoftmaxLoss) reads top \"label\" as labels of 3 "
+                   f"classes")
+    assert not (project.root / "out").exists()  # found before anything was trained or written
 
 
 def test_bad_label_in_layerflow_test(cli, tmp_path):
@@ -220,10 +249,14 @@ def test_bad_label_in_layerflow_test(cli, tmp_path):
     cli.ok(cli.invoke("train", good.solver))
     labels = (np.arange(12) % 3).astype(float)
     labels[7] = 9
+    labels[9] = 5
     project = cli.make_project(tmp_path / "p", labels=labels)
     msg = cli.error(cli.invoke("test", project.net, "--weights",
                                good.root / "out" / "tiny_iter_6.safetensors"))
-    assert f"{project.net}:{cli.pos(project.net_text, '{name: loss')}: layers[4] (loss): label 9" in msg
+    assert msg.startswith(f"{project.net}:{cli.pos(project.net_text, '{name: data')}: "
+                          f"layers[0] (data): {project.root / 'data' / 'tiny.npz'}: array "
+                          f"\"label\", row 7: label 9 is not a class index in [0, 3) (the "
+                          f"first of 2 bad labels)")
 
 
 def test_shape_mismatch_between_layers(cli, tiny):
@@ -245,6 +278,33 @@ def test_paths_are_relative_to_the_yaml_files_not_the_cwd(cli, tiny, tmp_path, m
     assert list(elsewhere.iterdir()) == []
     weights = os.path.relpath(tiny.root / "out" / "tiny_iter_6.safetensors", elsewhere)
     cli.ok(cli.invoke("test", os.path.relpath(tiny.net, elsewhere), "--weights", weights))
+
+
+def test_solver_and_net_errors_name_their_files_the_same_way(cli, tiny, monkeypatch):
+    """Both files given or found relative to the working directory are named by their
+    absolute paths, as the data files found from them are."""
+    monkeypatch.chdir(tiny.root)
+    text = replace(tiny.solver, "base_lr: 0.1", "base_lr: -0.1")
+    cli.error(cli.invoke("train", "solver.yaml"),
+              f"{tiny.solver}:{cli.pos(text, 'base_lr')}: base_lr: Input should be greater "
+              f"than 0")
+    replace(tiny.solver, "base_lr: -0.1", "base_lr: 0.1")
+    net_text = replace(tiny.net, "num_output: 8", "num_output: -8")
+    cli.error(cli.invoke("train", "solver.yaml"),
+              f"{tiny.net}:{cli.pos(net_text, 'num_output: -8')}: layers[1] (ip1): num_output:")
+    cli.error(cli.invoke("summary", "net.yaml"), f"{tiny.net}:")
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("{name: s, type: SVMLoss, bottom: [ip2]}", "an SVMLoss layer takes 2 bottom(s), got 1"),
+    ("{name: s, type: Eltwise, bottom: [ip2, ip2], coef: [1, 1, 1], oops: 1}",
+     "unknown key for an Eltwise layer"),
+    ("{name: s, type: InnerProduct, bottom: [ip2, ip2], num_output: 2}",
+     "an InnerProduct layer takes 1 bottom(s), got 2"),
+])
+def test_type_names_take_the_article_they_sound_with(cli, tiny, layer, message):
+    replace(tiny.net, "  - {name: loss,", f"  - {layer}\n  - {{name: loss,")
+    cli.error(cli.invoke("summary", tiny.net), message)
 
 
 # ---- --debug: the traceback is there on request (so its absence above means something) ------

@@ -49,7 +49,9 @@ def test_train_writes_snapshots_and_prints_progress(cli, tiny):
         assert any(re.match(rf"iter {it}: .*loss = [0-9.]+", line) for line in lines), it
     for it in (0, 3, 6):  # test_interval: 3, test_initialization
         assert any(re.match(rf"iter {it} test: .*accuracy = [0-9.]+", line) for line in lines)
-    assert any(line.startswith("snapshot ") and "tiny_iter_3" in line for line in lines)
+    for it in (3, 6):  # both files of each snapshot: the weights are what `test` takes
+        assert (f"snapshot: weights {out / f'tiny_iter_{it}.safetensors'}, solver state "
+                f"{out / f'tiny_iter_{it}.solverstate'}") in lines
     assert lines[-1].startswith("done: 6 iterations")
     assert "\x1b[" not in result.stdout  # no terminal control codes
 
@@ -61,6 +63,7 @@ def test_train_json_summary(cli, tiny):
     assert np.isfinite(summary["loss"])
     assert set(summary["test"]) == {"loss", "accuracy"}
     assert Path(summary["snapshot"]) == tiny.root / "out" / "tiny_iter_6.solverstate"
+    assert Path(summary["weights"]) == tiny.root / "out" / "tiny_iter_6.safetensors"
     assert "training tiny" in result.stderr  # progress went to stderr
 
 
@@ -80,6 +83,23 @@ def test_layerflow_test_with_iterations_and_json(cli, tiny):
     net.copy_from(weights(w))
     accs = [net.forward()["accuracy"] for _ in range(2)]
     assert report["outputs"]["accuracy"] == pytest.approx(float(np.mean(accs)), abs=1e-7)
+
+
+def test_layerflow_test_given_a_solver_state_reads_its_weights(cli, tiny):
+    cli.ok(cli.invoke("train", tiny.solver))
+    out = tiny.root / "out"
+    by_weights = cli.ok(cli.invoke("test", tiny.net, "--weights",
+                                   out / "tiny_iter_6.safetensors", "--json"))
+    by_state = cli.ok(cli.invoke("test", tiny.net, "--weights",
+                                 out / "tiny_iter_6.solverstate", "--json"))
+    assert json.loads(by_state.stdout)["outputs"] == json.loads(by_weights.stdout)["outputs"]
+    assert by_state.stderr == (f"{out / 'tiny_iter_6.solverstate'} is a solver state; reading "
+                               f"the weights it was written with: "
+                               f"{out / 'tiny_iter_6.safetensors'}\n")
+    (out / "tiny_iter_3.safetensors").unlink()
+    cli.error(cli.invoke("test", tiny.net, "--weights", out / "tiny_iter_3.solverstate"),
+              f"{out / 'tiny_iter_3.solverstate'}: is a solver state, and the weights file it "
+              f"was written with, {out / 'tiny_iter_3.safetensors'}, is missing")
 
 
 def test_version(cli):
@@ -156,25 +176,46 @@ def test_weights_are_copied_by_layer_name(cli, tmp_path):
              "unrelated.weight": np.ones((4, 4), np.float32)}  # no such layer: ignored
     save_file(given, str(tmp_path / "given.safetensors"))
     project = cli.make_project(tmp_path / "init", solver=solver)
-    cli.ok(cli.invoke("train", project.solver, "--weights", tmp_path / "given.safetensors"))
+    given_path = tmp_path / "given.safetensors"
+    result = cli.ok(cli.invoke("train", project.solver, "--weights", given_path))
+    # what was used, what was ignored, what was left to the fillers (Caffe's "Ignoring source
+    # layer"), before training starts
+    assert result.stdout.splitlines()[:4] == [
+        f"fine-tuning from {given_path}: 2 of the net's 4 params copied",
+        f"  {given_path}: ignoring source layer unrelated (unrelated.weight): net tiny has no "
+        "layer of that name",
+        "  not in the file, so initialized by their fillers: ip2.weight, ip2.bias",
+        "training tiny with SGD for 1 iterations (seed 7)"]
     got = weights(project.root / "out" / "tiny_iter_1.safetensors")
     np.testing.assert_array_equal(got["ip1.weight"], given["ip1.weight"])
     np.testing.assert_array_equal(got["ip1.bias"], given["ip1.bias"])
     np.testing.assert_array_equal(got["ip2.weight"], init["ip2.weight"])  # filler's values
     assert set(got) == PARAM_KEYS
+    save_file({**given, "ip1.extra": np.ones(2, np.float32)}, str(given_path))
+    result = cli.ok(cli.invoke("train", project.solver, "--weights", given_path, "--json",
+                               "--start-over"))
+    report = json.loads(result.stdout)["weights_from"]
+    assert report == {"file": str(given_path), "copied": ["ip1.weight", "ip1.bias"],
+                      "ignored": ["ip1.extra", "unrelated.weight"],
+                      "initialized": ["ip2.weight", "ip2.bias"]}
+    assert f"  {given_path}: ignoring ip1.extra: layer ip1 of the net has no such param" in \
+        result.stderr.splitlines()
 
 
 def test_weights_with_no_matching_layer_is_an_error(cli, tiny, tmp_path):
     save_file({"other.weight": np.ones((2, 2), np.float32)}, str(tmp_path / "w.safetensors"))
     cli.error(cli.invoke("train", tiny.solver, "--weights", tmp_path / "w.safetensors"),
-              "no param in the file matches a layer of the net")
+              "no param in the file matches a layer of net tiny (params are matched by layer "
+              "name); the file has other.weight")
 
 
 def test_weights_shape_mismatch_is_exit_2_naming_layer_and_shapes(cli, tiny, tmp_path):
     w = tmp_path / "w.safetensors"
     save_file({"ip2.weight": np.zeros((4, 8), np.float32)}, str(w))
     cli.error(cli.invoke("train", tiny.solver, "--weights", w),
-              "layer ip2: param weight has shape (4, 8) in the file but (3, 8) in the net")
+              f"{w}: layer ip2: param weight has shape (4, 8) in the file but (3, 8) in the "
+              f"net; to initialize ip2 afresh instead, rename it in the net (e.g. ip2_new): "
+              f"weights are matched by layer name")
 
 
 # ---- the spiral model ---------------------------------------------------------------------
@@ -190,3 +231,120 @@ def test_spiral_model_reaches_97_percent(cli, tmp_path):
     report = json.loads(cli.ok(cli.invoke("test", model / "net.yaml", "--weights", final,
                                           "--json")).stdout)
     assert report["outputs"]["accuracy"] >= 0.97, report
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+
+INTERRUPTER = '''
+"""Identity that sends this process SIGINT (Ctrl-C) at its 5th training forward."""
+import os
+import signal
+
+from layerflow import Layer, register_layer
+
+
+@register_layer
+class CtrlC(Layer):
+    calls = 0
+
+    def reshape(self, bottom_shapes):
+        return [tuple(bottom_shapes[0])]
+
+    def forward(self, bottoms):
+        if self.phase == "train":
+            type(self).calls += 1
+            if type(self).calls == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+        return [bottoms[0]]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0]]
+'''
+
+
+def test_ctrl_c_says_what_was_interrupted_first_and_labels_the_last_test(cli, tmp_path):
+    net = cli.TINY_NET.replace("  - {name: ip1,", "  - {name: stop, type: CtrlC}\n  - {name: ip1,")
+    net = net.replace("{name: ip1, type: InnerProduct,",
+                      "{name: ip1, type: InnerProduct, bottom: stop,")
+    solver = cli.TINY_SOLVER.replace("max_iter: 6", "max_iter: 100").replace(
+        "test_interval: 3", "test_interval: 4")
+    project = cli.make_project(tmp_path / "p", net=net, solver=solver)
+    (project.root / "ctrl_c.py").write_text(INTERRUPTER)
+    result = cli.invoke("train", project.solver, "--plugin", project.root / "ctrl_c.py")
+    assert result.exit_code == 130, cli.describe(result)
+    state = project.root / "out" / "tiny_iter_5.solverstate"
+    assert re.fullmatch(rf"interrupted at iteration 5 of 100 after [0-9.]+ s; snapshot "
+                        rf"{re.escape(str(state))} \(continue with --resume auto\)\n",
+                        result.stderr)
+    tests = [json.loads(line) for line in (project.root / "out" / "tiny_metrics.jsonl")
+             .read_text().splitlines() if '"test"' in line]
+    assert [t["iter"] for t in tests] == [0, 4]
+    last = result.stdout.splitlines()[-1]
+    assert last == "last test, at iteration 4: " + ", ".join(
+        f"{k} = {v:.6g}" for k, v in tests[-1]["outputs"].items())
+    assert "done:" not in result.stdout
+
+
+# ---- what the progress lines say -----------------------------------------------------------
+
+def test_display_lines_label_each_number(cli, tmp_path):
+    solver = cli.TINY_SOLVER.replace("display: 2", "display: 2\naverage_loss: 3")
+    project = cli.make_project(tmp_path / "p", solver=solver)
+    result = cli.ok(cli.invoke("train", project.solver))
+    records = [json.loads(line) for line in (project.root / "out" / "tiny_metrics.jsonl")
+               .read_text().splitlines()]
+    train = {r["iter"]: r for r in records if r["event"] == "train"}
+    assert train[2]["smoothed_over"] == 2 and train[4]["smoothed_over"] == 3
+    lines = result.stdout.splitlines()
+    for it, r in train.items():
+        want = (f"iter {it}: loss = {r['loss']:.6g} (mean of the last {r['smoothed_over']} "
+                f"iterations), lr = {r['lr']:.6g}; outputs of iteration {it}: loss = "
+                f"{r['outputs']['loss']:.6g}; ")
+        line = next(x for x in lines if x.startswith(f"iter {it}: "))
+        assert line.startswith(want) and re.search(r"; [0-9.]+ s elapsed$", line), line
+
+
+def test_numbers_print_in_scientific_notation_when_huge():
+    from layerflow.cli.progress import number
+
+    assert number(3.2e36) == "3.2e+36" and number(0.42469) == "0.42469"
+    assert number(1234567.0) == "1.23457e+06" and number(7) == "7"
+
+
+def test_the_progress_bar_labels_its_two_times():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from layerflow.cli.progress import RichEvents
+
+    console = Console(record=True, force_terminal=True, width=120)
+    events = RichEvents(console=console)
+    spec = SimpleNamespace(type="SGD", max_iter=100)
+    events.start(SimpleNamespace(net=SimpleNamespace(name="n"), spec=spec, seed=1), 0)
+    events.iteration(40)
+    events.display({"iter": 40, "loss": 3.2e36, "lr": 0.01, "smoothed_over": 1,
+                    "outputs": {}, "elapsed_s": 1.0})
+    events.progress.refresh()
+    bar = events.progress.get_renderable()
+    text = Console(width=120, record=True)
+    text.print(bar)
+    rendered = text.export_text()
+    events.done({"iterations": 40, "max_iter": 100, "loss": 1.0, "test": {}, "test_iter": None,
+                 "elapsed_s": 1.0, "snapshot": None, "interrupted": False})
+    assert re.search(r"40/100 elapsed \d:\d\d:\d\d left (\d:\d\d:\d\d|-:--:--) loss 3\.2e\+36",
+                     rendered), rendered
+
+
+def test_the_displayed_lr_is_the_one_in_force_at_that_iteration(cli, tmp_path):
+    """Caffe logs "Iteration 5, lr = 0.001" with base_lr 0.01, lr_policy step, gamma 0.1,
+    stepsize 5: the rate the update made at iteration 5 uses. layerflow's line for iteration 5
+    says the same, so the two logs compare line by line."""
+    solver = (cli.TINY_SOLVER.replace("base_lr: 0.1", "base_lr: 0.01")
+              .replace("lr_policy: fixed", "lr_policy: step\ngamma: 0.1\nstepsize: 5")
+              .replace("max_iter: 6", "max_iter: 10").replace("display: 2", "display: 5"))
+    project = cli.make_project(tmp_path / "p", solver=solver)
+    lines = cli.ok(cli.invoke("train", project.solver)).stdout.splitlines()
+    lr = {int(m.group(1)): m.group(2) for line in lines
+          if (m := re.match(r"iter (\d+): .*lr = ([0-9.e-]+);", line))}
+    assert lr == {5: "0.001", 10: "0.0001"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import layerflow as lf
-from layerflow.config import load_yaml, load_yaml_text
+from layerflow.config import load_yaml, load_yaml_text, parse_net
 from layerflow.errors import UserError
 
 from yaml_positions import pos
@@ -71,12 +71,39 @@ def test_the_issue_example_num_output_not_positive(tmp_path):
 
 @pytest.mark.parametrize("text, token, problem", [
     ("name: x\nlayers: [\n  {name: a}\n", None, "expected ',' or ']', but got '<stream end>' "
-     "(while parsing a flow sequence that starts at {f}:2:9)"),
+     "(while parsing a flow sequence that starts at {f}:2:9); likely a ']' missing at the end "
+     "of the [...] (or a comma missing between its items)"),
     ("name: x\nlayers:\n  - {name: data, type: Input, shape: [2, 3]\n  - {name: ip}\n",
      "- {name: ip}", "expected ',' or '}}', but got '-' (while parsing a flow mapping that "
-                     "starts at {f}:3:5)"),
-    ("name: x\n\tlayers: []\n", "\tlayers", "found character '\\t' that cannot start any token"),
-    ("name: x\n  bad: 1\n", ": 1", "mapping values are not allowed here"),
+                     "starts at {f}:3:5); likely a '}}' missing at the end of the {{...}} (or a "
+                     "comma missing)"),
+    ("name: x\n\tlayers: []\n", "\tlayers", "found character '\\t' that cannot start any "
+     "token; likely a tab: YAML indents with spaces only, so replace the tab with spaces"),
+    ("name: x\n  bad: 1\n", ": 1", "mapping values are not allowed here; likely line 2 is "
+     "indented more than the line above it, so it reads as the rest of that line's value: "
+     "keys of one mapping must start in the same column"),
+    ("name: my net: v2\nlayers: []\n", ": v2", "mapping values are not allowed here; likely "
+     "a value that contains ': ' (quote it: name: \"a: b\"), or a comma missing between two "
+     "`key: value` pairs on one line"),
+    ("name: x\nlayers:\n  - {name: a, type: ReLU}\n - {name: b, type: ReLU}\n", "- {name: b",
+     "expected <block end>, but found '<block sequence start>' (while parsing a block mapping "
+     "that starts at {f}:1:1); likely the indentation of line 4: the keys of one mapping, and "
+     "the '- ' items of one list, must start in the same column"),
+    ("name: x\nlayers:\n  - name: a\n  type: ReLU\n", "type: ReLU",
+     "expected <block end>, but found '?' (while parsing a block collection that starts at "
+     "{f}:3:3); likely the indentation of line 4: the keys of one mapping, and the '- ' items "
+     "of one list, must start in the same column"),
+    ("name:x\nlayers: []\n", ": []", "mapping values are not allowed here; likely a missing "
+     "space after ':' on line 1: write `key: value`, with a space after the colon"),
+    ("name: x\ndtype:float64\nlayers: []\n", "layers", "could not find expected ':' (while "
+     "scanning a simple key that starts at {f}:2:1); likely a missing space after ':' on line "
+     "2: write `key: value`, with a space after the colon"),
+    ("name: 'x\nlayers: []\n", None, "found unexpected end of stream (while scanning a quoted "
+     "scalar that starts at {f}:1:7); likely a quote that is never closed: end the string "
+     "with the quote it starts with"),
+    ("name: x\nlayers:\n  - {name: a type: ReLU}\n", ": ReLU", "expected ',' or '}}', but got "
+     "':' (while parsing a flow mapping that starts at {f}:3:5); likely a comma missing "
+     "between two `key: value` pairs, or a '}}' missing at the end of the {{...}}"),
 ])
 def test_yaml_syntax_errors_point_at_the_problem(tmp_path, text, token, problem):
     path = tmp_path / "net.yaml"
@@ -85,6 +112,26 @@ def test_yaml_syntax_errors_point_at_the_problem(tmp_path, text, token, problem)
         load_yaml(path)
     where = pos(text, token) if token else f"{text.count(chr(10)) + 1}:1"  # or end of file
     assert str(info.value) == f"{path}:{where}: YAML error: " + problem.format(f=path)
+
+
+@pytest.mark.parametrize("text, token, message", [
+    ("name: x\nlayers:\n  - {name:a, type: ReLU}\n", "name:a",
+     "layers[0].name:a: not a key (a missing space after ':'? write `name: a`)"),
+    ("name: x\nlayers:\n  - {name: a, type: ReLU, bottom:x}\n", "bottom:x",
+     "layers[0] (a): bottom:x: not a key (a missing space after ':'? write `bottom: x`)"),
+    ("name: x\nlayers:\n  - {name: a, type: InnerProduct, num_output: 2,\n"
+     "     weight_filler: {type: gaussian, std:0.1}}\n", "std:0.1",
+     "layers[0] (a): weight_filler.std:0.1: unknown key (a missing space after ':'? write "
+     "`std: 0.1`)"),
+])
+def test_a_key_with_a_colon_is_a_missing_space(tmp_path, text, token, message):
+    """`{name:a}` is valid YAML (the key "name:a" with no value): the error says what it
+    probably is."""
+    path = tmp_path / "net.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        parse_net(load_yaml(path))
+    assert str(info.value) == f"{path}:{pos(text, token)}: {message}"
 
 
 @pytest.mark.parametrize("value", [

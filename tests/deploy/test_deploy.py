@@ -225,3 +225,34 @@ def test_weights_missing_a_param(tmp_path):
     with pytest.raises(UserError, match=r"w.safetensors: has no values for ip2.bias; were "
                                         r"these weights trained for .*net.yaml\?"):
         lf.deploy_net(path, tmp_path / "w.safetensors")
+
+
+def test_input_fed_net_drops_its_label_input(tmp_path):
+    """A net fed by Input layers, with a loss and an Accuracy (written before the loss): the
+    label Input top goes, whatever reads it goes, wherever it stands in the file."""
+    text = """\
+    name: fed
+    layers:
+      - {name: input, type: Input, top: [data, label], shape: [[8, 3], [8]]}
+      - {name: ip, type: InnerProduct, bottom: data, num_output: 4}
+      - {name: accuracy, type: Accuracy, bottom: [ip, label]}
+      - {name: loss, type: SoftmaxLoss, bottom: [ip, label]}
+    """
+    net = lf.deploy_net(project(tmp_path, text))
+    assert types_of(net) == [("input", "Input"), ("ip", "InnerProduct"), ("prob", "Softmax")]
+    assert net.inputs == ["data"] and net.outputs == ["prob"]
+    assert net.config.source.data["layers"][0] == {
+        "name": "input", "type": "Input", "top": ["data"], "shape": [[8, 3]]}
+
+
+def test_a_label_only_input_layer_goes(tmp_path):
+    text = """\
+    name: fed2
+    layers:
+      - {name: x, type: Input, shape: [2, 3]}
+      - {name: y, type: Input, shape: [2]}
+      - {name: ip, type: InnerProduct, bottom: x, num_output: 4}
+      - {name: loss, type: SVMLoss, bottom: [ip, y]}
+    """
+    net = lf.deploy_net(project(tmp_path, text))
+    assert types_of(net) == [("x", "Input"), ("ip", "InnerProduct")]

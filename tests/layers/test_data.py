@@ -54,6 +54,27 @@ def test_shapes_order_and_wrap_around(counting_npz):
     assert layer.backward([]) == []
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_epoch_rewind_and_a_smaller_last_batch(counting_npz, shuffle):
+    """The data-layer contract a test pass uses: (samples, batch size), back to the first
+    sample of the first epoch's order, and batches of another size after a reshape."""
+    layer = make(counting_npz, source="d.npz", batch_size=4, shuffle=shuffle)
+    assert layer.epoch() == (10, 4) and layer.batches_per_epoch() == 3
+    first = [label.tolist() for _, label in batches(layer, 2)]
+    batches(layer, 3)  # somewhere in the second epoch
+    layer.rewind()
+    assert [label.tolist() for _, label in batches(layer, 2)] == first
+    layer.set_batch_size(2)
+    assert layer.reshape([]) == [(2, 2), (2,)]
+    data, label = layer.forward([])
+    seen = {int(v) for b in first for v in b}
+    assert label.shape == (2,) and set(label.astype(int)) == set(range(10)) - seen
+    if not shuffle:
+        assert label.tolist() == [8, 9]
+    np.testing.assert_array_equal(data[:, 1], 10 + label)
+    assert layer.epoch() == (10, 4)  # the declared batch size is still the pass's
+
+
 def test_batch_larger_than_the_dataset(counting_npz):
     layer = make(counting_npz, tops=["label"], source="d.npz", batch_size=23)
     (label,), = batches(layer, 1)
@@ -260,3 +281,40 @@ def test_setup_errors_name_the_layer(tmp_path, idx_pair):
 def test_registered_as_data():
     from layerflow.registry import LAYERS
     assert LAYERS.get("Data") is Data
+
+
+# ---- labels checked when the data is read --------------------------------------------------
+
+def test_check_labels_names_the_csv_line_and_the_value_as_written(tmp_path):
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n\n2,1\n3,4\n4,7\n")  # line 3 is blank
+    layer = make(tmp_path, source="t.csv", batch_size=2)
+    layer.check_labels(1, 8, None)  # 8 classes: every label is one
+    with pytest.raises(UserError) as err:
+        layer.check_labels(1, 4, None)
+    assert str(err.value) == (f"layer data (Data): {tmp_path / 't.csv'}:5, column \"label\": "
+                              f"label 4 is not a class index in [0, 4) (the first of 2 bad "
+                              f"labels)")
+
+
+@pytest.mark.parametrize("label,shown", [(1.5, "1.5"), (-1, "-1"), (3, "3")])
+def test_check_labels_of_an_npz_and_ignore_label(tmp_path, label, shown):
+    labels = np.array([0, 1, 2, label, 0], np.float32)
+    np.savez(tmp_path / "d.npz", data=np.zeros((5, 2)), label=labels)
+    layer = make(tmp_path, source="d.npz", batch_size=2)
+    with pytest.raises(UserError) as err:
+        layer.check_labels(1, 3, 255)
+    assert str(err.value) == (f"layer data (Data): {tmp_path / 'd.npz'}: array \"label\", row 3: "
+                              f"label {shown} is not a class index in [0, 3) nor the "
+                              f"ignore_label 255")
+    if label != 1.5:
+        layer.check_labels(1, 3, int(label))  # the one bad label is the ignored one: fine
+
+
+def test_check_labels_of_an_idx_pair(idx_pair):
+    folder = idx_pair[0]  # labels 3 1 4 1 5 9
+    layer = make(folder, source="images.idx", label_source="labels.idx", batch_size=2)
+    layer.check_labels(1, 10, None)
+    with pytest.raises(UserError, match=r"labels\.idx: item 4: label 5 is not a class index in "
+                                        r"\[0, 5\) \(the first of 2 bad labels\)$"):
+        layer.check_labels(1, 5, None)
+

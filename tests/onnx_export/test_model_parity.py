@@ -20,9 +20,9 @@ from layerflow import UserError  # noqa: E402
 from layerflow.onnx import to_onnx  # noqa: E402
 
 from onnx_parity import max_diff, randomize_params, session  # noqa: E402
-from plugin_support import model_nets, use_site  # noqa: E402
+from plugin_support import MODELS, model_nets, use_site  # noqa: E402
 
-NETS = [p for p in model_nets() if p.name == "net.yaml"]
+NETS = model_nets()  # every net YAML of models/ (net.yaml, a hand-written deploy.yaml...)
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def test_models_are_found():
     assert {p.parent.name for p in NETS} >= {"spiral", "fashion_mnist_mlp", "plugin_example"}
 
 
-@pytest.mark.parametrize("path", NETS, ids=[p.parent.name for p in NETS])
+@pytest.mark.parametrize("path", NETS, ids=[f"{p.parent.name}/{p.name}" for p in NETS])
 def test_model_onnx_matches_deploy_forward(path, record_property):
     net = lf.deploy_net(path)
     randomize_params(net, seed=3)
@@ -59,11 +59,11 @@ def test_model_onnx_matches_deploy_forward(path, record_property):
     onnx.checker.check_model(model, full_check=True)
     worst = max_diff(net, model, raw_inputs(net, seed=4), batches=(1, 7))
     record_property("max_abs_diff", worst)
-    print(f"{path.parent.name}: max |onnx - layerflow| = {worst:.3g}")
+    print(f"{path.parent.name}/{path.name}: max |onnx - layerflow| = {worst:.3g}")
 
 
 def test_transform_is_the_first_nodes():
-    net = lf.deploy_net(NETS[0].parent.parent / "fashion_mnist_mlp" / "net.yaml")
+    net = lf.deploy_net(MODELS / "fashion_mnist_mlp" / "net.yaml")
     model = to_onnx(net)
     first = model.graph.node[0]
     assert first.op_type == "Mul" and first.input[0] == "data"
@@ -81,7 +81,7 @@ def trained(tmp_path, net_path):
 
 
 def test_export_command_writes_a_model_onnx_runtime_runs(cli, tmp_path):
-    path = NETS[0].parent.parent / "spiral" / "net.yaml"
+    path = MODELS / "spiral" / "net.yaml"
     net, weights = trained(tmp_path, path)
     out = tmp_path / "spiral.onnx"
     r = cli("export", path, "--weights", weights, "-o", out)
@@ -94,7 +94,7 @@ def test_export_command_writes_a_model_onnx_runtime_runs(cli, tmp_path):
 
 
 def test_export_json(cli, tmp_path):
-    path = NETS[0].parent.parent / "spiral" / "net.yaml"
+    path = MODELS / "spiral" / "net.yaml"
     _, weights = trained(tmp_path, path)
     r = cli("export", path, "--weights", weights, "-o", tmp_path / "m.onnx", "--json",
             "--opset", "18")
@@ -169,7 +169,7 @@ def oddity(layer, g):
 
 def test_missing_onnx_package_names_the_extra(monkeypatch, tmp_path, cli):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    path = NETS[0].parent.parent / "spiral" / "net.yaml"
+    path = MODELS / "spiral" / "net.yaml"
     _, weights = trained(tmp_path, path)
     r = cli("export", path, "--weights", weights, "-o", tmp_path / "m.onnx")
     assert r.code == 2
@@ -179,7 +179,7 @@ def test_missing_onnx_package_names_the_extra(monkeypatch, tmp_path, cli):
 
 
 def test_old_opset_and_missing_folder(cli, tmp_path):
-    path = NETS[0].parent.parent / "spiral" / "net.yaml"
+    path = MODELS / "spiral" / "net.yaml"
     _, weights = trained(tmp_path, path)
     r = cli("export", path, "--weights", weights, "-o", tmp_path / "m.onnx", "--opset", "13")
     assert r.code == 2 and "--opset 13: the export needs opset 17 or newer" in r.err

@@ -213,12 +213,14 @@ def test_plugin_option_on_every_command(project, cli, monkeypatch):
     commands = [["test", "net.yaml", "--weights", weights], ["summary", "net.yaml"],
                 ["gradcheck", "net.yaml", "--max-checks", "10"],
                 ["time", "net.yaml", "--iterations", "2"], ["draw", "net.yaml", "-o", "g.dot"],
-                ["layers", "Twice"], ["layers"], ["schema", "net"]]
+                ["layers", "Twice"], ["layers"], ["schema", "net"],
+                ["plot", project / "snap" / "run_metrics.jsonl", "-o", "p.png"]]
 
     def forget_plugin():  # so that every command must load the plugin itself
         LAYERS.unregister("Twice")
-        for name in [m for m in sys.modules if m.startswith("layerflow_plugin_twice")]:
-            del sys.modules[name]
+        for name, module in list(sys.modules.items()):
+            if getattr(module, "__file__", None) == str(project / "twice.py"):
+                del sys.modules[name]
 
     outputs = {}
     for args in commands:
@@ -347,3 +349,37 @@ def test_subclass_of_a_builtin_layer_registers_under_its_own_name(tmp_path):
     y = net.forward({"x": -np.ones((2, 3))})["relu"]
     assert np.all(y == -0.5)
     assert LAYERS.get("Leaky").type == "Leaky" and LAYERS.get("ReLU").type == "ReLU"
+
+
+# -- a plugin that registers nothing, a plugin not loaded -------------------------------------
+
+def test_a_plugin_file_that_registers_nothing_is_named(tmp_path, cli):
+    (tmp_path / "forgot.py").write_text(TWICE.replace("@register_layer\n", ""))
+    (tmp_path / "net.yaml").write_text(USES_TWICE)
+    r = cli("summary", tmp_path / "net.yaml", "--plugin", tmp_path / "forgot.py")
+    assert r.code == 2
+    assert r.err.rstrip().endswith(
+        f"; plugin file {tmp_path / 'forgot.py'} was loaded but registered no types (Twice is "
+        f"not decorated with @register_layer)")
+
+
+def test_a_plugin_module_that_registers_nothing_is_named(tmp_path):
+    (tmp_path / "lfp_empty.py").write_text('"""Nothing here."""\n')
+    sys.path.insert(0, str(tmp_path))
+    with pytest.raises(UserError) as err:
+        lf.Net.from_string("plugins: [lfp_empty]\n" + USES_TWICE)
+    assert str(err.value).endswith("; plugin module lfp_empty was loaded but registered no "
+                                   "types")
+
+
+def test_an_unknown_type_with_no_plugin_loaded_says_how_to_load_one(tmp_path, cli):
+    (tmp_path / "net.yaml").write_text(USES_TWICE)
+    r = cli("summary", tmp_path / "net.yaml")
+    assert r.code == 2 and r.err.rstrip().endswith(
+        "; if Twice comes from a plugin, load it: `plugins: [my_layers.py]` in the net, or "
+        "--plugin my_layers.py (or install the package that declares it)")
+    (tmp_path / "net.yaml").write_text(USES_TWICE.replace("Twice", "Relu"))
+    r = cli("summary", tmp_path / "net.yaml")  # a typo of a known type: no plugin talk
+    assert r.code == 2 and r.err.rstrip().endswith(
+        'unknown layer type "Relu" (did you mean "ReLU"?); known types: ' +
+        ", ".join(sorted(set(LAYERS.names()) | set(LAYERS.entry_point_names()))))

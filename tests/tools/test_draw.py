@@ -69,7 +69,25 @@ def test_missing_graphviz_is_a_clear_user_error(net, tmp_path, cli, monkeypatch)
 def test_bad_output_names(net, tmp_path, cli):
     r = cli("draw", net, "-o", tmp_path / "g.jpeg")
     assert r.code == 2 and 'extension ".jpeg"' in r.err
-    r = cli("draw", net, "-o", tmp_path / "nowhere" / "g.dot")
-    assert r.code == 2 and "does not exist" in r.err
+    r = cli("draw", net, "-o", tmp_path / "new" / "folder" / "g.dot")  # folders are made
+    assert r.code == 0 and (tmp_path / "new" / "folder" / "g.dot").is_file()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    r = cli("draw", net, "-o", tmp_path / "blocker" / "g.dot")
+    assert r.code == 2 and f"cannot create its folder {tmp_path / 'blocker'}" in r.err
     r = cli("draw", net, "-o", tmp_path / "g.dot", "--rankdir", "XY")
     assert r.code == 2 and "--rankdir" in r.err
+
+
+def test_labels_spell_values_as_the_yaml_does(tmp_path, cli):
+    (tmp_path / "net.yaml").write_text("""\
+name: spelled
+layers:
+  - {name: data, type: Data, top: [data, label], source: spiral, batch_size: 10,
+     shuffle: true}
+  - {name: ip, type: InnerProduct, num_output: 3, bias_term: false}
+  - {name: loss, type: SoftmaxLoss, bottom: [ip, label]}
+""")
+    assert cli("draw", tmp_path / "net.yaml", "-o", tmp_path / "g.dot").code == 0
+    dot = (tmp_path / "g.dot").read_text()
+    assert "shuffle: true" in dot and "bias_term: false" in dot
+    assert "True" not in dot and "False" not in dot

@@ -156,4 +156,7 @@ def test_train_briefly_then_plot(solver, cli, tmp_path):
     r = cli("plot", metrics, "-o", tmp_path / "m.png")
     assert r.code == 0, r.err
     assert (tmp_path / "m.png").read_bytes().startswith(PNG)
-    assert "loss: 3 points" in r.out and "lr: 3 points" in r.out
+    lrs = {json.loads(line)["lr"] for line in metrics.read_text().splitlines()
+           if '"train"' in line}
+    lr = f"lr: {lrs.pop():g} throughout" if len(lrs) == 1 else "lr: 3 points"
+    assert "loss: 3 points" in r.out and lr in r.out

@@ -166,3 +166,23 @@ layers:
             "--layer", "relu", "--json")
     entry = json.loads(r.out)["layers"][0]["entries"][0]
     assert entry["skipped"] == 0  # kink_range 0 skips nothing
+
+
+def test_the_sample_in_docs_tools_md_is_what_the_command_prints(cli):
+    """docs/tools.md shows `layerflow gradcheck models/spiral/net.yaml`: the same rows, index
+    and values (the error column, near rounding, may differ from machine to machine)."""
+    import re
+
+    from plugin_support import ROOT
+
+    doc = (ROOT / "docs" / "tools.md").read_text()
+    sample = re.search(r"\$ layerflow gradcheck models/spiral/net.yaml\n(.*?)```", doc,
+                       re.S).group(1).splitlines()
+    r = cli("gradcheck", ROOT / "models" / "spiral" / "net.yaml")
+    assert r.code == 0, r.err
+    printed = r.out.splitlines()
+
+    def without_error_column(lines):
+        return [re.sub(r"\d\.\d\de-\d\d(?=  )", "E", line) for line in lines]
+
+    assert without_error_column(printed) == without_error_column(sample)

@@ -46,7 +46,29 @@ def test_layer_without_keys(cli):
 
 def test_unknown_type(cli):
     r = cli("layers", "Relu")
+    assert r.code == 2 and r.err.startswith(
+        'error: unknown type "Relu" (did you mean the layer type "ReLU"?); layer types: '
+        'AbsVal, Accuracy, ')
+    assert "; solver types: AdaDelta, " in r.err and "; lr_policy types: exp, " in r.err
+    r = cli("layers", "Sgd")
+    assert r.code == 2 and '(did you mean the solver type "SGD"?)' in r.err
+    r = cli("layers", "--kind", "layer", "Relu")
     assert r.code == 2 and 'unknown layer type "Relu" (did you mean "ReLU"?)' in r.err
+
+
+def test_solver_and_lr_policy_names_are_found_without_kind(cli):
+    """`layerflow layers SGD` is the SGD solver, not a suggestion of "Sigmoid"."""
+    r = cli("layers", "SGD")
+    assert r.code == 0 and r.out.startswith("SGD (solver), from built-in")
+    assert "base_lr" in r.out
+    r = cli("layers", "step")
+    assert r.code == 0 and r.out.startswith("step (lr_policy), from built-in")
+    assert "needs the solver keys: gamma, stepsize" in r.out
+    r = cli("layers", "--kind", "layer", "SGD")
+    assert r.code == 2 and r.err == ("error: SGD is a solver type, not a layer type: use "
+                                     "`layerflow layers SGD` (or --kind solver)\n")
+    r = cli("layers", "--kind", "solver", "step")
+    assert r.code == 2 and "step is an lr_policy type, not a solver type" in r.err
 
 
 def test_solvers_and_lr_policies(cli):

@@ -74,3 +74,47 @@ def test_missing_matplotlib_is_a_clear_user_error(metrics, tmp_path, cli, monkey
     assert r.code == 2 and "Traceback" not in r.err
     assert "plot needs matplotlib, which is not installed: pip install 'layerflow[plot]'" \
         in r.err
+
+
+def write(tmp_path, lrs, name="m.jsonl"):
+    path = tmp_path / name
+    records = [{"event": "train", "iter": 10 * (i + 1), "lr": lr, "loss": 1.0 / (i + 1),
+                "elapsed_s": 0.1 * i} for i, lr in enumerate(lrs)]
+    records.append({"event": "test", "iter": 10 * len(lrs), "outputs": {"accuracy": 0.5}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_constant_lr_is_a_legend_line_not_a_panel(tmp_path, cli):
+    from layerflow.tools.plot import plot_metrics
+
+    path = write(tmp_path, [0.01] * 6)
+    result = plot_metrics(path, tmp_path / "m.svg")
+    assert result["panels"] == ["train loss", "test outputs"]
+    assert result["lr"] == {"drawn": "constant", "value": 0.01}
+    svg = (tmp_path / "m.svg").read_text()
+    assert "learning rate 0.01 throughout" in svg and "train loss" in svg
+    r = cli("plot", path, "-o", tmp_path / "m.png")
+    assert r.code == 0 and "loss: 6 points, lr: 0.01 throughout, test.accuracy: 1 points" in r.out
+
+
+def test_a_step_lr_is_drawn_as_steps_and_a_smooth_one_as_a_line(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from layerflow.tools.plot import plot_metrics, stepwise
+
+    calls = []
+    real_step = Axes.step
+    monkeypatch.setattr(Axes, "step", lambda self, x, y, *a, **k: calls.append(
+        (list(x), list(y), k.get("where"))) or real_step(self, x, y, *a, **k))
+    steps = [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001]
+    result = plot_metrics(write(tmp_path, steps), tmp_path / "m.png")
+    assert result["panels"] == ["train loss", "learning rate", "test outputs"]
+    assert result["lr"] == {"drawn": "steps"}
+    assert calls == [([10, 20, 30, 40, 50, 60, 70], steps, "post")]
+    smooth = [0.1 * (1 + 0.1 * i) ** -0.75 for i in range(7)]  # inv: changes every record
+    calls.clear()
+    assert plot_metrics(write(tmp_path, smooth, "s.jsonl"), tmp_path / "s.png")["lr"] == {
+        "drawn": "line"}
+    assert calls == []
+    assert stepwise([1, 1, 1, 2, 2]) and not stepwise([1, 2, 3, 4]) and not stepwise([1, 2])

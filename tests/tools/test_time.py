@@ -80,7 +80,10 @@ layers:
     assert rows["data"]["backward_calls"] == 0
     assert p["forward_ms_per_iter"] == pytest.approx(
         sum(x["forward_ms_per_iter"] for x in p["layers"]), abs=1e-5)
-    text = cli("train", tmp_path / "solver.yaml", "--profile").out
+    # the same prefix again: each run after the first starts over (the earlier run's files
+    # are moved aside)
+    text = cli("train", tmp_path / "solver.yaml", "--profile", "--start-over").out
     assert "per-layer time during training over 7 iterations (ms per iteration):" in text
     assert next(x for x in text.splitlines() if x.startswith("relu1 ")).split()[1] == "ReLU"
-    assert "profile" not in json.loads(cli("train", tmp_path / "solver.yaml", "--json").out)
+    assert "profile" not in json.loads(cli("train", tmp_path / "solver.yaml", "--json",
+                                           "--start-over").out)

@@ -44,11 +44,11 @@ def test_metrics_records(tmp_path):
     for r in train:
         it = r["iter"]
         assert r["loss"] == pytest.approx(np.mean(losses[max(0, it - 3):it]), rel=1e-12)
-        assert r["lr"] == pytest.approx(0.1 * 0.5 ** ((it - 1) // 3))
+        assert r["lr"] == pytest.approx(0.1 * 0.5 ** (it // 3))  # in force at iteration it
         assert set(r["outputs"]) == {"loss"} and r["outputs"]["loss"] == pytest.approx(
             losses[it - 1], rel=1e-6)
     assert all(set(r["outputs"]) == {"loss", "accuracy"} for r in test)
-    elapsed = [r["elapsed_s"] for r in records]
+    elapsed = [r["elapsed_s"] for r in records if r["event"] in ("train", "test")]
     assert elapsed == sorted(elapsed) and elapsed[-1] > 0
     # the test net sees the whole test set in every batch: the mean of 2 batches is one
     # forward of the final weights
@@ -86,6 +86,43 @@ def test_overrides_reach_solver_and_net_and_are_saved(tmp_path):
     assert ip2["weight_filler"] == {"std": 0.5, "type": "gaussian"}
 
 
+def test_set_targets_one_phase_and_says_when_a_name_matches_several_layers(tmp_path):
+    from layerflow.trainer import train
+    from trainer_helpers import Recorder
+
+    trainer, _ = run(write(tmp_path / "a", max_iter=1), overrides=[
+        "layers.data@test.batch_size=10", "layers.data@train.batch_size=9"])
+    assert trainer.solver.net.blobs["data"].shape == (9, 2)
+    net = yaml.safe_load((tmp_path / "a" / "snap" / "s_net.yaml").read_text())
+    assert [l["batch_size"] for l in net["layers"] if l["name"] == "data"] == [9, 10]
+
+    events = Recorder()
+    summary = train(write(tmp_path / "b", max_iter=1, test_interval=1),
+                    overrides=["layers.data.batch_size=10"], events=events)
+    assert summary["iterations"] == 1
+    assert events.warnings == [
+        "--set layers.data.batch_size=10: 2 layers are named data; it sets each: layers[0] "
+        "(train phase) and layers[1] (test phase); to set one, name its phase: --set "
+        "layers.data@train.batch_size=... or layers.data@test.batch_size=..."]
+    assert events.solver.net.blobs["data"].shape == (10, 2)
+    assert events.solver.test_nets[0].blobs["data"].shape == (10, 2)
+    events = Recorder()
+    train(write(tmp_path / "c", max_iter=1), overrides=["layers.ip1.num_output=4"],
+          events=events)
+    assert events.warnings == []  # one layer of that name: nothing to say
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("layers.data@val.batch_size=1", r"--set layers.data@val.batch_size=1: after data@ comes a "
+                                     r"phase, train or test, then the key"),
+    ("layers.accuracy@train.top_k=2", r'--set layers.accuracy@train.top_k=2: the net .* has no '
+                                      r'layer "accuracy" in the train phase'),
+])
+def test_bad_phase_in_set(tmp_path, arg, expected):
+    with pytest.raises(UserError, match=expected):
+        run(write(tmp_path), overrides=[arg])
+
+
 @pytest.mark.parametrize("arg,expected", [
     ("bse_lr=1", r'--set bse_lr=1: bse_lr: unknown solver key \(did you mean "base_lr"\?\)'),
     ("base_lr=-1", r"--set base_lr=-1: base_lr: .*greater than 0"),
@@ -119,7 +156,7 @@ def test_cli_set_and_help(tmp_path):
         ".safetensors"))
     assert weights["ip1.weight"].shape == (5, 2)
     help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
-    assert "--set" in help_text and "layers.<layer name>.<key>" in help_text
+    assert "--set KEY=VALUE" in help_text and "layers.NAME.KEY" in help_text
     bad = CliRunner().invoke(app, ["train", str(path), "--set", "bse_lr=1"])
     assert bad.exit_code == 2 and "--set bse_lr=1" in bad.output
 

@@ -68,8 +68,8 @@ class Recorder(Events):
     def test(self, record):
         self.records.append(record)
 
-    def snapshot(self, path):
-        self.snapshots.append(path)
+    def snapshot(self, state, weights):
+        self.snapshots.append(state)
 
     def warning(self, message):
         self.warnings.append(message)
