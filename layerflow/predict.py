@@ -467,8 +467,9 @@ def format_summary(result: dict) -> str:
     lines = []
     acc = result["accuracy"]
     if acc is not None:
-        lines.append(f"accuracy: top-1 {acc['top1']:.4f}, top-{result['top_k']} "
-                     f"{acc['topk']:.4f} over {acc['labelled']} labelled samples")
+        topk = f", top-{result['top_k']} {acc['topk']:.4f}" if result["top_k"] > 1 else ""
+        lines.append(f"accuracy: top-1 {acc['top1']:.4f}{topk} over {acc['labelled']} "
+                     f"labelled samples")
     rate = f" ({result['samples_per_s']:,.0f} samples/s)" if result["samples_per_s"] else ""
     lines.append(f"{result['samples']} samples in {result['elapsed_s']:.3f} s{rate}")
     return "\n".join(lines)

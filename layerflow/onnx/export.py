@@ -45,7 +45,8 @@ class LayerGraph:
              **attrs) -> Any:
         """Add node `op` (ONNX's operator name) reading `inputs`; writes `outputs` (names), or
         that many fresh values (an int; default 1). Returns the output name, or the list of
-        them when there are several. An input name "" is an omitted optional input."""
+        them when there are several. An input name "" is an omitted optional input; an
+        attribute given as a numpy array becomes a tensor attribute."""
         if outputs is None or isinstance(outputs, int):
             outputs = [self._b.fresh(f"{self.layer.name}/{op}") for _ in range(outputs or 1)]
         self._b.nodes.append((op, list(inputs), list(outputs), attrs, self.layer.name))
@@ -191,7 +192,9 @@ def to_onnx(net, opset: int = MIN_OPSET):
                             f"{', '.join(lacking)}")
     graph_outputs = [helper.make_tensor_value_info(
         names[net.blobs[o].key], elem, ["N", *net.blobs[o].shape[1:]]) for o in net.outputs]
-    nodes = [helper.make_node(op, inputs, outputs, name=f"{lname}/{op}_{i}", **attrs)
+    nodes = [helper.make_node(op, inputs, outputs, name=f"{lname}/{op}_{i}",
+                              **{k: numpy_helper.from_array(v) if isinstance(v, np.ndarray)
+                                 else v for k, v in attrs.items()})
              for i, (op, inputs, outputs, attrs, lname) in enumerate(b.nodes)]
     inits = [numpy_helper.from_array(np.ascontiguousarray(v), name)
              for name, v in b.initializers.items()]

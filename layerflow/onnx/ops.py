@@ -86,10 +86,8 @@ def power(layer, g):
     """y = (shift + scale x)^power; Caffe's constant output when power * scale == 0."""
     (x,), (y,) = g.bottoms, g.tops
     if layer.constant:
-        shape = g.node("Shape", [x])
-        value = np.asarray([layer.value], g.dtype)
-        from onnx import numpy_helper
-        g.node("ConstantOfShape", [shape], [y], value=numpy_helper.from_array(value))
+        g.node("ConstantOfShape", [g.node("Shape", [x])], [y],
+               value=np.asarray([layer.value], g.dtype))
         return
     t = x
     if layer.p.scale != 1:
