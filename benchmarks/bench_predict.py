@@ -222,11 +222,11 @@ def run(args) -> None:
     summary = []
     for model, net_path in MODELS.items():
         if not net_path.is_file():
-            lines += [f"## {model}: skipped ({net_path.relative_to(ROOT)} does not exist yet)",
+            lines += [f"## {model}: skipped ({_shown(net_path)} does not exist yet)",
                       ""]
             continue
         weights = initial_weights(net_path, tmp)
-        lines += [f"## {model} ({net_path.parent.relative_to(ROOT)})", "",
+        lines += [f"## {model} ({_shown(net_path.parent)})", "",
                   "| batch | measure | layerflow samples/s | PyTorch samples/s | layerflow x |",
                   "|---|---|---|---|---|"]
         for batch in batches:
@@ -257,6 +257,10 @@ def run(args) -> None:
     out = Path(args.output)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _rate(rates) -> str:
