@@ -10,9 +10,12 @@ Caffe users wrote a `deploy.prototxt` by hand; layerflow derives it from the net
      shape (batch 1: the net reshapes to any batch on feed) and, when its transform is not the
      identity, a Transform layer doing that transform (scale, mean), so the deploy net takes
      raw samples and they get exactly what training saw; its other tops are labels.
-     SoftmaxLoss becomes Softmax (its axis kept), SigmoidCrossEntropyLoss Sigmoid;
+     SoftmaxLoss becomes Softmax (its axis kept), SigmoidCrossEntropyLoss Sigmoid; a layer
+     that reads class labels (SoftmaxLoss, Accuracy, the other classifier losses) declares its
+     label bottom, and an Input drops the tops that hold labels;
   3. a layer that reads a label, or a blob that only a left-out layer made, is left out as well
-     (Accuracy, or anything a plugin computes from the labels).
+     (Accuracy, or anything a plugin computes from the labels). Labels are found in a first
+     pass over the layers, so this holds wherever the reader stands in the file.
 A net that already is a deploy net (Input layers, no losses) comes out as it went in.
 
 The new document's layers point at the lines of the original file, so an error in the deploy

@@ -221,9 +221,10 @@ class Layer:
         """What this layer becomes in the deploy net derived from a train/test net
         (`layerflow.deploy`): None keeps it as it is, [] leaves it out, a list of YAML layer
         entries (with explicit `bottom` and `top`) replaces it. `step` (a `DeployStep`) gives
-        the layer's entry, validated Params, bottoms and tops, and lets a data layer say which
-        of its tops are labels (every layer reading one is then left out). Default: a loss is
-        left out, every other layer kept.
+        the layer's entry, validated Params, bottoms and tops; `step.label(blob)` declares a
+        blob a label (a data layer's label top, a classifier's label bottom): every layer
+        reading it is then left out, and `step.is_label(blob)` tells an Input which tops to
+        drop. Default: a loss is left out, every other layer kept.
         """
         return [] if cls.is_loss else None
 

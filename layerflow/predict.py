@@ -217,8 +217,8 @@ class Predictor:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError:
-            raise UserError("reading images needs Pillow: pip install 'layerflow[images]'") \
-                from None
+            raise UserError(f"{file}: reading images needs Pillow: pip install "
+                            f"'layerflow[images]'") from None
         try:
             with Image.open(file) as image:
                 image = image.convert("RGB" if channels == 3 else "L")

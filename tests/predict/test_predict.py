@@ -274,3 +274,14 @@ def test_progress_is_reported_per_batch(gray, tmp_path):
     assert calls == [(4, 6), (6, 6)]
     assert result["samples"] == 6 and result["top_classes"].shape == (6, 4)
 
+
+def test_images_without_pillow_name_the_extra(gray, cli, tmp_path, monkeypatch):
+    PIL.fromarray(gray.images[0, 0]).save(tmp_path / "a.png")
+    np.save(tmp_path / "x.npy", gray.images[:1])
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)
+    r = gray.run(cli, tmp_path / "a.png", tmp_path / "x.npy", "--json")
+    assert r.code == 2
+    assert (f"error: {tmp_path / 'a.png'}: reading images needs Pillow: pip install "
+            f"'layerflow[images]'") in r.err
+    assert len(records(r.out)[0]) == 1  # the .npy still predicted
+
