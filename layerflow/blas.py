@@ -12,8 +12,21 @@ A row-major c (m, n) is the column-major c.T (n, m) = op(b).T @ op(a).T: the ope
 Kernels of other files that call it keep their cache when this file changes (Numba does not
 track callees across files): delete their __pycache__/*.nbi after editing `gemm`.
 With NUMBA_DISABLE_JIT=1, `gemm` is the same product in plain numpy.
+
+    with serial_blas(): ...     every GEMM runs on its calling thread while inside
+
+For kernels that call `gemm` from several Numba threads at once (a `prange` over images): a
+BLAS that also starts its own threads for each of those calls puts 4 threads on 2 cores, and
+small GEMMs then run several times slower. The thread count is process-wide (OpenBLAS has no
+per-thread setting in its pthreads build), so it is lowered for the kernel call and restored.
 """
 from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+from contextlib import contextmanager
 
 import numpy as np
 from numba import config, njit, types
@@ -107,3 +120,71 @@ def _gemm_numpy(a, b, c, trans_a, trans_b, alpha, beta):
 
 if config.DISABLE_JIT:
     gemm = _gemm_numpy  # noqa: F811
+
+
+# ---- BLAS threads ------------------------------------------------------------------------
+
+# (get, set) thread-count functions: SciPy's wheels prefix OpenBLAS's names; a system OpenBLAS
+# keeps them. NumPy's ILP64 OpenBLAS ends its names in 64_, so it is never picked by mistake.
+_THREAD_FUNCS = (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                 ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+@functools.cache
+def _blas_thread_control():
+    """(get, set) of the thread count of the OpenBLAS that `gemm` calls, or None if unknown
+    (another BLAS, or a platform where the loaded library cannot be found)."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that gemm calls)
+    except ImportError:
+        return None
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: every library this process loaded
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and "openblas" in os.path.basename(fields[5]):
+                    paths.append(fields[5].strip())
+    except OSError:
+        pass
+    root = os.path.dirname(scipy.__file__)  # elsewhere: where SciPy's wheels put it
+    paths += glob.glob(os.path.join(root + ".libs", "*openblas*"))
+    paths += glob.glob(os.path.join(root, ".dylibs", "*openblas*"))
+    for path in dict.fromkeys(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _THREAD_FUNCS:
+            if hasattr(lib, get_name) and hasattr(lib, set_name):
+                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+def can_serialize_blas() -> bool:
+    """True when `serial_blas` can hold the BLAS to one thread."""
+    return _blas_thread_control() is not None
+
+
+@contextmanager
+def serial_blas(active: bool = True):
+    """While inside, the BLAS runs every GEMM on the thread that calls it (one thread); its
+    thread count is restored on exit. A no-op when `active` is False or the BLAS is unknown."""
+    control = _blas_thread_control() if active else None
+    if control is None:
+        yield
+        return
+    get, set_ = control
+    before = get()
+    if before == 1:
+        yield
+        return
+    set_(1)
+    try:
+        yield
+    finally:
+        set_(before)

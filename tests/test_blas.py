@@ -59,3 +59,26 @@ def test_mixed_dtypes_are_refused():
     with pytest.raises(Exception, match="float32 or float64 arrays of one dtype"):
         gemm(np.ones((2, 2), np.float32), np.ones((2, 2)), np.ones((2, 2), np.float32),
              False, False, 1.0, 0.0)
+
+
+def test_serial_blas_holds_one_thread_and_restores():
+    from layerflow.blas import _blas_thread_control, serial_blas
+
+    control = _blas_thread_control()
+    if control is None:
+        pytest.skip("the BLAS behind scipy has no thread control here")
+    get, set_ = control
+    before = get()
+    set_(2)
+    try:
+        with serial_blas():
+            assert get() == 1
+            with pytest.raises(ZeroDivisionError):
+                with serial_blas():
+                    1 / 0
+            assert get() == 1
+        assert get() == 2
+        with serial_blas(active=False):
+            assert get() == 2
+    finally:
+        set_(before)

@@ -1,7 +1,5 @@
 """Caffe's published example nets as the yardstick (fixtures of the same shape and layer mix in
-zoo.py): converted, built with Caffe's shapes, and trained or run. The convolutional ones need
-the Convolution, Pooling and LRN layers, which arrive from other branches: they skip until
-layerflow has them."""
+zoo.py): converted, built with Caffe's shapes, and trained or run."""
 from __future__ import annotations
 
 import json
@@ -11,15 +9,10 @@ import pytest
 import yaml
 
 import zoo
-from conftest import have
 
 from layerflow.config import load_yaml, parse_net
 from layerflow.net import Net
 
-needs_conv = pytest.mark.skipif(not have("Convolution", "Pooling"),
-                                reason="Convolution and Pooling are not in layerflow yet")
-needs_lrn = pytest.mark.skipif(not have("Convolution", "Pooling", "LRN"),
-                               reason="Convolution, Pooling and LRN are not in layerflow yet")
 
 
 def digits(n, seed, size=28, classes=10):
@@ -37,7 +30,6 @@ def shapes(net, *names):
     return {n: net.blobs[n].shape for n in names}
 
 
-@needs_conv
 def test_lenet_train_test_and_solver(cli, tmp_path, write, lmdb_db):
     lmdb_db(tmp_path / "digits_train_lmdb", *digits(160, 0))
     lmdb_db(tmp_path / "digits_test_lmdb", *digits(32, 1))
@@ -57,7 +49,6 @@ def test_lenet_train_test_and_solver(cli, tmp_path, write, lmdb_db):
         "lenet_train_test.yaml"
 
 
-@needs_conv
 def test_lenet_deploy_with_legacy_input_shape(write, tmp_path):
     path = write(tmp_path, "lenet.prototxt", zoo.LENET_DEPLOY)
     net = Net(parse_net(load_yaml(path)), "test")
@@ -68,11 +59,8 @@ def test_lenet_deploy_with_legacy_input_shape(write, tmp_path):
     np.testing.assert_allclose(out, 0.1)  # Caffe's default fillers: all-zero weights
 
 
-@needs_conv
 @pytest.mark.parametrize("name", ["CIFAR_QUICK", "CIFAR_FULL"])
 def test_cifar10_nets_with_a_binaryproto_mean(name, wire, write, tmp_path, lmdb_db):
-    if name == "CIFAR_FULL" and not have("LRN"):
-        pytest.skip("LRN is not in layerflow yet")
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, size=(16, 3, 32, 32)).astype(np.uint8)
     lmdb_db(tmp_path / "cifar_train_lmdb", imgs, np.arange(16) % 10)
@@ -100,7 +88,6 @@ def test_cifar10_nets_with_a_binaryproto_mean(name, wire, write, tmp_path, lmdb_
     assert np.isfinite(loss) and abs(loss - np.log(10)) < 0.5
 
 
-@needs_lrn
 @pytest.mark.parametrize("name, want", [
     ("ALEXNET", {"conv1": (1, 96, 55, 55), "norm1": (1, 96, 55, 55), "pool1": (1, 96, 27, 27),
                  "conv2": (1, 256, 27, 27), "pool2": (1, 256, 13, 13),
@@ -117,7 +104,6 @@ def test_imagenet_deploy_nets_give_caffes_shapes(name, want, write, tmp_path):
     assert net.params["conv2"]["weight"].shape == (256, 48, 5, 5)  # group 2
 
 
-@needs_lrn
 def test_googlenet_inception_modules(write, tmp_path):
     path = write(tmp_path, "googlenet.prototxt", zoo.GOOGLENET)
     net = Net(parse_net(load_yaml(path)), "test")
@@ -165,7 +151,6 @@ def test_mnist_autoencoder_with_stages(cli, write, tmp_path, lmdb_db):
     assert np.isfinite(summary["test"]["l2_error"])
 
 
-@needs_conv
 def test_siamese_shares_params_by_name(write, tmp_path, lmdb_db):
     rng = np.random.default_rng(0)
     pairs = rng.integers(0, 255, size=(16, 2, 28, 28)).astype(np.uint8)

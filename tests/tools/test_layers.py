@@ -33,7 +33,8 @@ def test_one_type_params_with_nested_fillers(cli):
     assert keys["weight_filler.type"]["default"] == "xavier"
     assert keys["bias_filler.type"]["default"] == "constant"
     assert keys["weight_filler.std"]["description"] == "gaussian: standard deviation"
-    assert keys["weight_filler.type"]["type"] == "constant | uniform | gaussian | xavier | msra"
+    assert keys["weight_filler.type"]["type"] == ("constant | uniform | gaussian | xavier | msra | "
+                                                  "bilinear | positive_unitball")
     text = cli("layers", "InnerProduct").out
     assert "num_output" in text and "(required)" in text and "{type: xavier}" in text
     assert "plus the keys of every layer: name, type, bottom, top" in text
