@@ -84,22 +84,26 @@ class Data(Layer):
         self.scale = self.dtype.type(self.p.scale)
         seed = int(self.rng.integers(2**63))
         self.cursor = datasets.Cursor(n, self.p.shuffle, seed)
-        self.batch_size = self.p.batch_size  # a test pass may end with a smaller batch
+        # samples drawn per forward by all processes together (batch_size is per process);
+        # a test pass may end with a smaller global batch
+        self.global_batch = self.p.batch_size * self.shard[1]
 
     def reshape(self, bottom_shapes):
-        b = self.batch_size
-        self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
-        self.index = np.zeros(b, np.int64)
+        lo, hi = datasets.share(self.global_batch, self.shard)
+        self.tops = [np.zeros((hi - lo,) + s, self.dtype) for s in self.sample_shapes]
+        self.global_index = np.zeros(self.global_batch, np.int64)
+        self.index = self.global_index[lo:hi]  # this process's slice of every global batch
         return [t.shape for t in self.tops]
 
     def epoch(self):
-        return self.num_samples, self.p.batch_size
+        return self.num_samples, self.p.batch_size * self.shard[1]
 
     def rewind(self):
         self.cursor.rewind()
 
     def set_batch_size(self, n):
-        self.batch_size = int(n)
+        """`n`: the global batch (all processes together), as `epoch` counts batches."""
+        self.global_batch = int(n)
 
     def check_labels(self, top, num_classes, ignore_label):
         labels = self.arrays[top]  # (samples, values per sample), as stored
@@ -119,8 +123,8 @@ class Data(Layer):
                           f"{ignored}" + (f" (the first of {bad} bad labels)" if bad > 1 else ""))
 
     def forward(self, bottoms):
-        self.cursor.next(self.index)
-        b = self.batch_size
+        self.cursor.next(self.global_index)  # the same global batch in every process
+        b = len(self.index)
         gather_transform(self.arrays[0], self.index, self.mean, self.scale,
                          self.tops[0].reshape(b, -1))
         for x, top in zip(self.arrays[1:], self.tops[1:]):
