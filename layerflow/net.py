@@ -172,6 +172,8 @@ class Net:
         foreign = self._share_params(share_params_with) if share_params_with else set()
         self.param_buffer = ParamBuffer(
             [p for p in self.learnable_params() if id(p) not in foreign], self.dtype)
+        # params that live in another net's buffer (a test net's shared ones)
+        self._foreign_params = [p for p in self.learnable_params() if id(p) in foreign]
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -499,10 +501,8 @@ class Net:
         """Zero the gradients of this net's params: one pass over its grad buffer (and one
         per param it shares from another net's buffer)."""
         self.param_buffer.grad.fill(0)
-        own = {id(p) for p in self.param_buffer.params}
-        for p in self.learnable_params():
-            if id(p) not in own:
-                p.grad.fill(0)
+        for p in self._foreign_params:
+            p.grad.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """`<layer>.<param>` -> data, the keys used in snapshots."""

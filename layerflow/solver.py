@@ -79,8 +79,11 @@ def regularize(w, g, offsets, decays, scale, l1):
     s = t(scale)
     for k in range(offsets.size - 1):
         d = t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            g[i] = regularized(g[i], w[i], s, d, l1)
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs = w[lo:hi], g[lo:hi]
+        for i in range(hi - lo):
+            gs[i] = regularized(gs[i], ws[i], s, d, l1)
 
 
 class Solver:
