@@ -17,6 +17,8 @@ OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS and torch.set_num_threads
 warms up (compilation, first-touch of buffers), then times a block of steps; a cell reports
 the median over processes of the time per step, with the min-max range.
 
+  CPU ms    CPU time of the worker per step (all its threads): the time it ran, not the time
+            other processes held the cores; at 1 thread the steadier figure on a busy machine
   GFLOP/s   2 N O (C/G) kh kw Ho Wo per product: forward, weight gradient and (when needed)
             data gradient, so 2x or 3x the forward count; bias terms not counted
   % peak    of the best float32 GEMM rate this script measures with layerflow.blas.gemm (the
@@ -152,10 +154,11 @@ def worker(args) -> None:
     for _ in range(3):  # calibration: how many steps make --seconds
         step()
     iters = max(5, int(args.seconds * 3 / (time.perf_counter() - t)))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(iters):
         step()
     rec["step_ms"] = (time.perf_counter() - t) / iters * 1e3
+    rec["cpu_ms"] = (time.process_time() - cpu) / iters * 1e3
     rec["iters"] = iters
     t = time.perf_counter()
     for _ in range(iters):
@@ -290,8 +293,8 @@ def run(args) -> None:
         lines += [f"## {threads} thread(s)", "",
                   f"GEMM peak (layerflow.blas.gemm, float32, n = 2048, best of 8, median of 3 "
                   f"processes): {peak:.0f} GFLOP/s", "",
-                  "| layer | shape | framework | step ms | range | fwd ms | layerflow x | "
-                  "GFLOP/s | % peak | other load |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| layer | shape | framework | step ms | range | CPU ms | fwd ms | layerflow x | "
+                  "GFLOP/s | % peak | other load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         print("\n".join(lines[-5:]), flush=True)
         meta = {}
         for name in names:
@@ -313,6 +316,7 @@ def run(args) -> None:
                     "torch" in medians else ""
                 lines.append(
                     f"| {net} | {shape} | {f} | {ms:.2f} | {min(times):.2f}-{max(times):.2f} | "
+                    f"{statistics.median(r['cpu_ms'] for r in rs):.2f} | "
                     f"{statistics.median(r['forward_ms'] for r in rs):.2f} | {ratio} | "
                     f"{gflops:.0f} | {100 * gflops / peak:.0f}% | "
                     f"{statistics.median(r['other_load'] for r in rs):.2f} |")
