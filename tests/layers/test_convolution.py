@@ -27,7 +27,7 @@ def out_size(size, k, s, p, d):
 def naive_conv(x, w, b, stride, pad, dilation, group):
     """y[n, o, z] = b[o] + sum_{c, t} w[o, c, t] x[n, g(o) C/G + c, z * stride - pad + t * dil],
     x read as 0 outside the image; x (N, C, *in), w (O, C/G, *k): loops over every index."""
-    n_img, channels = x.shape[:2]
+    n_img = x.shape[0]
     o_ch, cg = w.shape[:2]
     kernel = w.shape[2:]
     og = o_ch // group
