@@ -35,6 +35,8 @@ class SchemaKind(str, Enum):
 PhaseOpt = typer.Option(Phase.train, "--phase", metavar="train|test",
                         help="Which phase's net to build (default: train).",
                         show_default=False)
+DeployOpt = typer.Option(False, "--deploy", help="The deploy net derived from it instead (what "
+                                                 "predict and export use).")
 NetArg = typer.Argument(..., metavar="NET", help="The net YAML.")
 
 
@@ -113,6 +115,7 @@ def layers(
 def summary(
     net: Path = NetArg,
     phase: Phase = PhaseOpt,
+    deploy: bool = DeployOpt,
     as_json: bool = JsonOpt,
     plugin: Optional[List[str]] = PluginOpt,
 ):
@@ -120,7 +123,7 @@ def summary(
     the totals."""
     from layerflow.tools.summary import format_summary, summarize
 
-    result = run(summarize, net, phase.value, plugins=plugin)
+    result = run(summarize, net, "deploy" if deploy else phase.value, plugins=plugin)
     emit_json(result) if as_json else typer.echo(format_summary(result))
 
 
@@ -153,6 +156,7 @@ def draw(
                                      ".dot or .gv (Graphviz), .mmd or .md (Mermaid), .svg or "
                                      ".png (rendered by Graphviz's dot)."),
     phase: Phase = PhaseOpt,
+    deploy: bool = DeployOpt,
     rankdir: str = typer.Option("TB", "--rankdir", metavar="TB|BT|LR|RL",
                                 help="The direction of the graph: top to bottom, bottom to "
                                      "top, left to right, right to left."),
@@ -161,7 +165,8 @@ def draw(
     """Draw the net's graph: layers as boxes, blobs as ellipses with their shapes."""
     from layerflow.tools.draw import draw as engine_draw
 
-    result = run(engine_draw, net, output, phase.value, rankdir.upper(), plugins=plugin)
+    result = run(engine_draw, net, output, "deploy" if deploy else phase.value, rankdir.upper(),
+                 plugins=plugin)
     typer.echo(f"wrote {result['output']} ({result['format']}: {result['layers']} layers, "
                f"{result['blobs']} blobs)")
 

@@ -384,6 +384,9 @@ class NetConfig:
     force_backward: bool
     dtype: str
     source: Source
+    # a deploy net (`layerflow.deploy`): for each Input that replaced a data layer, what that
+    # data's labels are called in data files (a CSV column, an .npz array)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:

@@ -88,12 +88,16 @@ class Layer:
         (`label_bottoms`) are an error when the net is built.)
         kink, kink_range: where the layer's function bends (ReLU: 0), so gradient checks skip
             bottom elements that close to it; None: no fixed kink.
+        probabilities: its tops are probabilities (Softmax, Sigmoid), so `layerflow predict`
+            reports its output as such rather than as scores.
 
     Instance attributes set by the net before `setup`:
         name, p (the validated Params), phase ("train" | "test"), dtype, rng (numpy Generator),
         base_dir (folder of the net YAML, for relative paths), bottom_names and top_names (the
         blob names it reads and writes), propagate_down (one bool per bottom, set before each
-        backward).
+        backward), shard ((rank, processes) of data-parallel training: a data layer's
+        batch_size is per process, and process r reads the r-th slice of each global batch of
+        batch_size x processes samples; (0, 1) in one process).
     """
 
     type: ClassVar[str] = ""
@@ -105,12 +109,15 @@ class Layer:
     is_input: ClassVar[bool] = False
     kink: ClassVar[float | None] = None
     kink_range: ClassVar[float | None] = None
+    probabilities: ClassVar[bool] = False
 
     def __init__(self, name: str, p: BaseModel | None = None, *, phase: str = "train",
                  dtype=np.float32, rng: np.random.Generator | None = None,
                  base_dir: Path | str = ".", param_specs=None, shared_params=None,
-                 bottom_names: list[str] | None = None, top_names: list[str] | None = None):
+                 bottom_names: list[str] | None = None, top_names: list[str] | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         self.name = name
+        self.shard = (int(shard[0]), int(shard[1]))
         self.p = p if p is not None else self.Params()
         self.phase = phase
         self.dtype = np.dtype(dtype)
@@ -211,6 +218,19 @@ class Layer:
         layer reads as class indices (a classifier's labels); called after `reshape`, so the
         classes may come from the shapes. Default: none."""
         return {}
+
+    # -- deploy nets ----------------------------------------------------------------------
+    @classmethod
+    def deploy(cls, step) -> list[dict] | None:
+        """What this layer becomes in the deploy net derived from a train/test net
+        (`layerflow.deploy`): None keeps it as it is, [] leaves it out, a list of YAML layer
+        entries (with explicit `bottom` and `top`) replaces it. `step` (a `DeployStep`) gives
+        the layer's entry, validated Params, bottoms and tops; `step.label(blob)` declares a
+        blob a label (a data layer's label top, a classifier's label bottom): every layer
+        reading it is then left out, and `step.is_label(blob)` tells an Input which tops to
+        drop. Default: a loss is left out, every other layer kept.
+        """
+        return [] if cls.is_loss else None
 
     def flops(self, bottom_shapes: list[tuple[int, ...]]) -> int:
         """Forward floating-point operations for these bottom shapes (for `summary`)."""

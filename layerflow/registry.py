@@ -94,7 +94,8 @@ def _unregistered_classes(module: Any) -> list[str]:
 # ---- entry points ------------------------------------------------------------------------
 
 GROUPS = {"layer": "layerflow.layers", "solver": "layerflow.solvers",
-          "lr_policy": "layerflow.lr_policies", "source": "layerflow.sources"}
+          "lr_policy": "layerflow.lr_policies", "source": "layerflow.sources",
+          "onnx": "layerflow.onnx"}
 
 _INDEX: dict[str, dict[str, list[EntryPoint]]] | None = None
 
@@ -330,7 +331,9 @@ LAYERS = Registry("layer", "layerflow.layers")
 SOLVERS = Registry("solver", "layerflow.solvers")
 LR_POLICIES = Registry("lr_policy", "layerflow.solvers")
 SOURCES = Registry("source", "layerflow.sources")
-REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES, "source": SOURCES}
+ONNX = Registry("onnx", "layerflow.onnx.ops")  # ONNX mappings, by the layer type they export
+REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES, "source": SOURCES,
+              "onnx": ONNX}
 
 
 def register_layer(name_or_cls=None, *, aliases: tuple[str, ...] = ()):
@@ -367,3 +370,10 @@ def register_source(name: str, *, suffixes: tuple[str, ...] = ()):
 def register_lr_policy(name: str):
     """Register an lr policy function `f(spec, it) -> multiplier of base_lr` under `name`."""
     return LR_POLICIES.register(name)
+
+
+def register_onnx(layer_type: str):
+    """Register `f(layer, g)`, the ONNX export of layers of type `layer_type` (see
+    `layerflow.onnx`): it adds the nodes that compute the layer's tops from its bottoms
+    through `g` (`g.node`, `g.const`, `g.param`), and needs no `onnx` import of its own."""
+    return ONNX.register(layer_type)

@@ -70,6 +70,12 @@ class DataSource:
         in; any problem with the data is a UserError naming the file."""
         raise NotImplementedError
 
+    def sample_shapes(self, tops: list[str]) -> list[tuple[int, ...]]:
+        """The shape of one sample of each top (a deploy net's Input takes it). By default
+        from the loaded arrays; a source that knows them without its data says so, so that a
+        trained model can be used where the data set is not."""
+        return [tuple(a.shape[1:]) for a in self.load(tops)]
+
     def row(self, top: str, i: int) -> str:
         """Where sample `i` of top `top` was read from, for messages: "labels.csv:7",
         'd.npz: array "label", row 5'. By default 'source <source>: sample <i>'."""
@@ -211,6 +217,9 @@ class Spiral(DataSource):
         d = datasets.spiral(p.num_classes, p.points_per_class, p.noise, p.seed)
         return two_tops(self, d, tops)
 
+    def sample_shapes(self, tops):
+        return [(2,), ()][:len(tops)]
+
 
 class FashionKeys(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -233,6 +242,11 @@ class FashionMnist(DataSource):
 
     def load(self, tops):
         return two_tops(self, datasets.fashion_mnist(self.p.split or self.phase), tops)
+
+    def sample_shapes(self, tops):
+        if len(tops) > 2:
+            self.load(tops)  # its error
+        return [(1, 28, 28), ()][:len(tops)]
 
 
 @register_source("npz", suffixes=(".npz",))

@@ -39,4 +39,5 @@ from . import (  # noqa: F401  (imported for their @register_layer side effect)
     svm_loss,
     tanh,
     threshold,
+    transform,
 )

@@ -21,15 +21,14 @@ Relative paths are relative to the folder of the net YAML.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from numba import njit
 
 from layerflow import Layer, UserError, register_layer
 from layerflow import data as datasets
 from layerflow import sources
-from layerflow.errors import as_written, file_error
+from layerflow.errors import as_written
+from layerflow.layers.transform import sample_mean
 
 
 @njit(cache=True)
@@ -85,22 +84,26 @@ class Data(Layer):
         self.scale = self.dtype.type(self.p.scale)
         seed = int(self.rng.integers(2**63))
         self.cursor = datasets.Cursor(n, self.p.shuffle, seed)
-        self.batch_size = self.p.batch_size  # a test pass may end with a smaller batch
+        # samples drawn per forward by all processes together (batch_size is per process);
+        # a test pass may end with a smaller global batch
+        self.global_batch = self.p.batch_size * self.shard[1]
 
     def reshape(self, bottom_shapes):
-        b = self.batch_size
-        self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
-        self.index = np.zeros(b, np.int64)
+        lo, hi = datasets.share(self.global_batch, self.shard)
+        self.tops = [np.zeros((hi - lo,) + s, self.dtype) for s in self.sample_shapes]
+        self.global_index = np.zeros(self.global_batch, np.int64)
+        self.index = self.global_index[lo:hi]  # this process's slice of every global batch
         return [t.shape for t in self.tops]
 
     def epoch(self):
-        return self.num_samples, self.p.batch_size
+        return self.num_samples, self.p.batch_size * self.shard[1]
 
     def rewind(self):
         self.cursor.rewind()
 
     def set_batch_size(self, n):
-        self.batch_size = int(n)
+        """`n`: the global batch (all processes together), as `epoch` counts batches."""
+        self.global_batch = int(n)
 
     def check_labels(self, top, num_classes, ignore_label):
         labels = self.arrays[top]  # (samples, values per sample), as stored
@@ -120,8 +123,8 @@ class Data(Layer):
                           f"{ignored}" + (f" (the first of {bad} bad labels)" if bad > 1 else ""))
 
     def forward(self, bottoms):
-        self.cursor.next(self.index)
-        b = self.batch_size
+        self.cursor.next(self.global_index)  # the same global batch in every process
+        b = len(self.index)
         gather_transform(self.arrays[0], self.index, self.mean, self.scale,
                          self.tops[0].reshape(b, -1))
         for x, top in zip(self.arrays[1:], self.tops[1:]):
@@ -141,51 +144,30 @@ class Data(Layer):
     def _error(self, message: str) -> UserError:
         return UserError(f"layer {self.name} (Data): {message}")
 
-    def _path(self, source: str) -> Path:
-        path = Path(source).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
-
-    def _binaryproto(self, path: Path) -> np.ndarray:
-        """Caffe's mean file (compute_image_mean's BlobProto, 1 x C x H x W); the caffe extra."""
-        from layerflow.caffe.weights import read_binaryproto
-
-        try:
-            return read_binaryproto(path)
-        except UserError as err:
-            raise self._error(f"mean_file {err}") from None
-
     def _mean(self, sample_shape: tuple[int, ...]) -> np.ndarray:
         """The mean subtracted from one sample, as a float64 array of the sample's shape."""
-        p = self.p
-        if p.mean_file is not None:
-            path = self._path(p.mean_file)
-            try:
-                mean = self._binaryproto(path) if path.suffix.lower() == ".binaryproto" \
-                    else np.load(path, allow_pickle=False)
-            except (FileNotFoundError, IsADirectoryError) as exc:
-                raise self._error(f"mean_file {file_error(path, exc, 'an .npy file')}") from None
-            except (OSError, ValueError, EOFError) as exc:
-                raise self._error(f"mean_file {path}: not a readable .npy file ({exc})") from None
-            if not isinstance(mean, np.ndarray) or mean.dtype.kind not in "iuf":
-                raise self._error(f"mean_file {path}: expected one numeric array (.npy)")
-            if mean.shape != sample_shape and mean.shape == (1,) + sample_shape:
-                mean = mean[0]  # Caffe's mean blobs carry a leading 1
-            if mean.shape != sample_shape:
-                raise self._error(f"mean_file {path} has shape {mean.shape}, but a sample of "
-                                  f"{p.source} has shape {sample_shape}")
-            try:
-                datasets.check_finite(mean, path, "mean")
-            except UserError as err:
-                raise self._error(str(err)) from None
-            return mean.astype(np.float64)
-        values = np.atleast_1d(np.asarray(0.0 if p.mean_value is None else p.mean_value,
-                                          np.float64))
-        if len(values) == 1:
-            return np.full(sample_shape, values[0])
-        channels = sample_shape[0] if sample_shape else 1
-        if len(values) != channels:
-            raise self._error(f"mean_value has {len(values)} values, but a sample of "
-                              f"{p.source} has shape {sample_shape}: give one value or "
-                              f"{channels} (one per channel, the first axis)")
-        return np.broadcast_to(values.reshape((-1,) + (1,) * (len(sample_shape) - 1)),
-                               sample_shape).copy()
+        return sample_mean(self.p.mean_value, self.p.mean_file, sample_shape, self.base_dir,
+                           f"a sample of {self.p.source}", self._error)
+
+    # -- deploy nets ----------------------------------------------------------------------
+    @classmethod
+    def deploy(cls, step):
+        """An Input of one sample's shape for the first top, then a Transform doing this
+        layer's transform when it is not the identity; the other tops are labels."""
+        p = step.p
+        data, *labels = step.tops
+        try:
+            source = sources.resolve(p.source, p.backend)(p, base_dir=step.base_dir,
+                                                          phase="test")
+            shape = source.sample_shapes(step.tops)[0]
+        except UserError as err:
+            raise UserError(f"layer {step.name} (Data): {err}") from None
+        for label in labels:
+            step.label(label, of=data, name=getattr(p, "label_column", None) or label)
+        out = [{"name": step.name, "type": "Input", "top": [data], "shape": [[1, *shape]]}]
+        if p.scale != 1.0 or p.mean_value is not None or p.mean_file is not None:
+            keys = {k: getattr(p, k) for k in ("scale", "mean_value", "mean_file")
+                    if getattr(p, k) is not None}
+            out.append({"name": step.unique(f"{step.name}_transform"), "type": "Transform",
+                        "bottom": [data], "top": [data], **keys})
+        return out

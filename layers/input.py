@@ -62,5 +62,15 @@ class Input(Layer):
     def forward(self, bottoms):
         return self.tops
 
+    @classmethod
+    def deploy(cls, step):
+        """In a deploy net: without the tops that hold labels (a loss read them)."""
+        keep = [i for i, top in enumerate(step.tops) if not step.is_label(top)]
+        if len(keep) == len(step.tops):
+            return None
+        shapes = step.p.shape
+        return [dict(step.entry, top=[step.tops[i] for i in keep],
+                     shape=[list(shapes[i]) for i in keep])] if keep else []
+
     def backward(self, top_diffs):
         return []

@@ -178,6 +178,13 @@ class ClassifierLayer(Layer):
         """The scores as (outer, C, inner), a view of a C-contiguous bottom."""
         return x.reshape(self.outer, self.num_classes, self.inner)
 
+    @classmethod
+    def deploy(cls, step):
+        """Left out of a deploy net; bottom 1 holds labels, so whatever else reads them (an
+        Accuracy beside a loss) is left out too, and an Input feeding them drops them."""
+        step.label(step.bottoms[1])
+        return []
+
     def label_bottoms(self):
         # SVMLoss has no ignore_label key
         return {1: (self.num_classes, getattr(self.p, "ignore_label", None))}

@@ -38,6 +38,7 @@ def sigmoid_backward(y, dout, dx):
 
 @register_layer
 class Sigmoid(Layer):
+    probabilities = True
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])

@@ -111,3 +111,9 @@ class SigmoidCrossEntropyLoss(Layer):
 
     def flops(self, bottom_shapes):
         return 6 * int(np.prod(bottom_shapes[0]))
+
+    @classmethod
+    def deploy(cls, step):
+        """In a deploy net: a Sigmoid of the logits, giving each element's probability."""
+        prob = step.unique("prob")
+        return [{"name": prob, "type": "Sigmoid", "bottom": step.bottoms[:1], "top": [prob]}]

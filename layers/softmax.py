@@ -97,6 +97,7 @@ class SoftmaxParams(BaseModel):
 @register_layer
 class Softmax(Layer):
     Params = SoftmaxParams
+    probabilities = True
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])

@@ -155,3 +155,12 @@ class SoftmaxLoss(ClassifierLayer):
 
     def flops(self, bottom_shapes):
         return 4 * int(np.prod(bottom_shapes[0]))
+
+    @classmethod
+    def deploy(cls, step):
+        """In a deploy net: a Softmax over the same axis, giving the probabilities (`prob`);
+        bottom 1 holds labels (see ClassifierLayer.deploy)."""
+        step.label(step.bottoms[1])
+        prob = step.unique("prob")
+        return [{"name": prob, "type": "Softmax", "bottom": step.bottoms[:1], "top": [prob],
+                 "axis": step.p.axis}]

@@ -16,9 +16,12 @@ from pathlib import Path
 
 def load_net(path: str | Path, phase: str = "train", plugins: list[str] | None = None,
              dtype: str | None = None, seed: int = 0):
-    """Build the net of a YAML file for one phase (the tools' common first step)."""
+    """Build the net of a YAML file for one phase (the tools' common first step); phase
+    "deploy" is the deploy net derived from it (`layerflow.deploy`)."""
     from ..builder import build_net
 
+    if phase == "deploy":
+        return build_net(path, plugins=plugins, dtype=dtype, seed=seed, deploy=True)
     return build_net(path, phase, plugins=plugins, dtype=dtype, seed=seed)
 
 

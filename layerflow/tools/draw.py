@@ -108,7 +108,8 @@ def to_mermaid(g: dict, rankdir: str = "TB") -> str:
 
 def draw(net_path: str | Path, output: str | Path, phase: str = "train",
          rankdir: str = "TB", plugins: list[str] | None = None) -> dict:
-    """Write the drawing of the net to `output`; returns {output, format, layers, blobs}."""
+    """Write the drawing of the net to `output`; returns {output, format, layers, blobs}.
+    `phase` "deploy" draws the deploy net derived from it (`layerflow.deploy`)."""
     output = Path(output)
     ext = output.suffix.lower()
     if ext not in TEXT_FORMATS and ext not in RENDERED_FORMATS:
@@ -125,6 +126,7 @@ def draw(net_path: str | Path, output: str | Path, phase: str = "train",
                             f"graphviz); or write {output.with_suffix('.dot')} or "
                             f"{output.with_suffix('.mmd')} instead")
     g = graph(load_net(net_path, phase, plugins))
+    g["phase"] = phase  # "deploy": the deploy net, built in the test phase
     if ext in (".dot", ".gv") or dot_exe:
         text = to_dot(g, rankdir)
     elif ext == ".mmd":

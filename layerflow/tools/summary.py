@@ -17,6 +17,7 @@ from . import fmt_bytes, fmt_int, load_net, table
 
 def summarize(net_path: str | Path, phase: str = "train",
               plugins: list[str] | None = None) -> dict:
+    """The summary of the net of one phase; "deploy": of its deploy net (`layerflow.deploy`)."""
     net = load_net(net_path, phase, plugins)
     itemsize = net.dtype.itemsize
     seen: set[int] = set()

@@ -22,6 +22,8 @@ USAGE = {
     "plot": "Usage: layerflow plot [OPTIONS] METRICS",
     "schema": "Usage: layerflow schema [OPTIONS] [net|solver]",
     "convert": "Usage: layerflow convert [OPTIONS] SRC",
+    "predict": "Usage: layerflow predict [OPTIONS] NET INPUT...",
+    "export": "Usage: layerflow export [OPTIONS] NET",
 }
 
 
@@ -50,6 +52,8 @@ def assert_filled_once(text: str, width: int) -> None:
                 continue
         if b.lstrip().startswith(("-", "[")) and indent_a == indent_b:
             continue  # the next option, or a [default: ...] note
+        if indent_a == indent_b and re.match(r"  [A-Z][A-Z.|\[\]]*\s{2,}\S", b):
+            continue  # the next argument (NET, INPUT...)
         first_word = b.split()[0]
         # click fills to width - 2 (its right margin)
         assert len(a) + 1 + len(first_word) > width - 2, \
@@ -69,7 +73,8 @@ def test_each_command_help(command):
         # every option says what it takes, or is a flag
         for line in text.split("\nOptions:\n")[1].splitlines():
             m = re.match(r"  (-\w, )?(--[\w-]+)( (\S+))?", line)
-            if m and m.group(2) not in ("--help", "--json", "--start-over", "--profile"):
+            if m and m.group(2) not in ("--help", "--json", "--start-over", "--profile",
+                                        "--deploy"):
                 assert m.group(4) and not m.group(4).startswith("<"), line
 
 

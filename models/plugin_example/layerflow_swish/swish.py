@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import FillerSpec, Layer, register_layer
+from layerflow import FillerSpec, Layer, register_layer, register_onnx
 
 
 @njit(cache=True)
@@ -97,3 +97,11 @@ class Swish(Layer):
 
     def flops(self, bottom_shapes):
         return 5 * int(np.prod(bottom_shapes[0]))  # beta x, exp, 1 + e, 1 / (..), x s
+
+
+@register_onnx("Swish")
+def swish_to_onnx(layer, g):
+    """The ONNX export (`layerflow export`): y = x * Sigmoid(beta * x), beta an initializer."""
+    (x,), (y,) = g.bottoms, g.tops
+    s = g.node("Sigmoid", [g.node("Mul", [x, g.param("beta")])])
+    g.node("Mul", [x, s], [y])
