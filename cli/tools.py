@@ -54,7 +54,9 @@ def gradcheck(
     kink: float = typer.Option(0.0, "--kink", metavar="X",
                                help="Where a layer may bend: a layer that fails only at bottom "
                                     "elements near X is checked again with them skipped "
-                                    "(unless it declares its own kink)."),
+                                    "(unless it declares its own kink); one still failing, "
+                                    "skipping the failing elements whose one-sided "
+                                    "differences disagree (MAX-pooling ties)."),
     kink_range: Optional[float] = typer.Option(
         None, "--kink-range", metavar="R", callback=lambda v: _at_least(v, 0, "--kink-range"),
         help="How near to the kink (default: 2 x the step; 0: skip nothing)."),

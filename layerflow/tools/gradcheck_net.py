@@ -6,8 +6,10 @@ central differences on the bottoms it just received: |a - n| <= threshold * max(
 Kinks (Caffe's kink, kink_range): a layer declaring class attributes `kink`/`kink_range` has
 elements v with |v - kink| < kink_range skipped. Another layer that fails only at bottom
 elements near `kink` (default 0, where ReLU-like layers bend) is checked again with bottom
-elements within `kink_range` (default 2 * step) of it skipped; params are always checked in
-full (see `_check`). kink_range 0 skips nothing. Input
+elements within `kink_range` (default 2 * step) of it skipped; a layer that still fails is
+checked once more skipping the failing bottom elements whose one-sided differences disagree
+(kinks away from a fixed value: ties of MAX pooling over the uniform background of real
+images); params are always checked in full (see `_check`). kink_range 0 skips nothing. Input
 blobs are filled with N(0, 1) draws, except those a loss layer reads as labels or targets (its
 second and later bottoms), which stay 0. At most `max_checks` elements per bottom and param
 are checked (drawn at random; 0 = all).
@@ -79,20 +81,28 @@ def _check(lay, bottoms, step, threshold, kink, kink_range, max_checks, seed):
     near = 2 * step if kink_range is None else kink_range
     if first.ok or first.problems or kink is None or near <= 0:
         return first
+    if any(e.error > threshold and not e.name.startswith("bottom[") for e in first.entries):
+        return first  # a param fails: no kink rule applies to params
     failing = [e for e in first.entries if e.error > threshold]
 
     def at_kink(e) -> bool:
-        if not e.name.startswith("bottom[") or e.index is None:
+        if e.index is None:
             return False
         return abs(float(bottoms[int(e.name[7:-1])][e.index]) - kink) < near
 
-    if not all(at_kink(e) for e in failing):
-        return first
-    second = check_layer(lay, bottoms, kink=kink, kink_range=near, **common)
+    value_kinks = all(at_kink(e) for e in failing)
+    second = check_layer(lay, bottoms, kink=kink, kink_range=near, **common) \
+        if value_kinks else first
+    note = f"elements within {near:g} of the kink at {kink:g} skipped"
+    if not second.ok:  # kinks off a fixed value (MAX pooling ties): one-sided differences
+        second = check_layer(lay, bottoms, kink=kink if value_kinks else None,
+                             kink_range=near, one_sided_kinks=True, **common)
+        note = (note + "; " if value_kinks else "") + \
+            "failing elements whose one-sided differences disagree (a kink) skipped"
     in_first = {e.name: e for e in first.entries}
     for k, e in enumerate(second.entries):
         if e.name.startswith("bottom["):
-            e.note = f"elements within {near:g} of the kink at {kink:g} skipped"
+            e.note = note
         else:
             second.entries[k] = in_first[e.name]
     return second

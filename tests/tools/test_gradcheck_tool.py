@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 PLUGIN = '''
@@ -186,3 +187,36 @@ def test_the_sample_in_docs_tools_md_is_what_the_command_prints(cli):
         return [re.sub(r"\d\.\d\de-\d\d(?=  )", "E", line) for line in lines]
 
     assert without_error_column(printed) == without_error_column(sample)
+
+
+def test_max_pooling_ties_on_real_data_are_kinks_not_failures(tmp_path, cli):
+    """A uniform background (as in real images) ties MAX-pooling windows at a value away from 0;
+    those cells are skipped as kinks (their one-sided differences disagree), the other cells
+    are checked, and a wrong backward on the same data still fails."""
+    x = np.random.default_rng(0).normal(size=(4, 2, 6, 6))
+    x[:, :, :4, :4] = 0.7  # the background: 16 equal cells, 4 tied windows per plane
+    np.savez(tmp_path / "ties.npz", data=x)
+    (tmp_path / "cube.py").write_text(PLUGIN)
+    (tmp_path / "net.yaml").write_text("""\
+name: ties
+plugins: [cube.py]
+layers:
+  - {name: data, type: Data, top: [data], source: ties.npz, batch_size: 4}
+  - {name: pool, type: Pooling, bottom: data, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: cube, type: BadCube, bottom: data}
+""")
+    r = cli("gradcheck", tmp_path / "net.yaml", "--max-checks", "0", "--layer", "pool",
+            "--json")
+    assert r.code == 0, r.out
+    (entry,) = json.loads(r.out)["layers"][0]["entries"]
+    tied = 4 * 2 * 16  # every background cell ties with the rest of its window
+    assert entry["skipped"] == tied and entry["checked"] == x.size - tied
+    assert "one-sided differences disagree" in entry["note"]
+    r = cli("gradcheck", tmp_path / "net.yaml", "--max-checks", "0", "--layer", "cube",
+            "--json")
+    assert r.code == 1  # smooth: the one-sided differences agree, the wrong gradient fails
+    (entry,) = json.loads(r.out)["layers"][0]["entries"]
+    assert not entry["ok"] and entry["error"] > 0.1
+    # only where the error x^2 u is below the curvature term step * 6 x u (|x| < 0.006) may a
+    # cell be taken for a kink
+    assert entry["skipped"] <= 2 and entry["checked"] + entry["skipped"] == x.size

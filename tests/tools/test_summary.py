@@ -78,3 +78,63 @@ def test_summary_errors_are_user_errors(tmp_path, cli):
     (tmp_path / "net.yaml").write_text(HAND.replace("num_output: 7", "num_outputs: 7"))
     r = cli("summary", tmp_path / "net.yaml")
     assert r.code == 2 and "net.yaml:4:" in r.err and "num_outputs" in r.err
+
+
+# models/fashion_mnist_lenet by hand, float32, train phase (batch 64): Caffe's LeNet.
+# A convolution costs (2 C k k + 1) flops per output (multiply-adds and the bias), a pooling
+# window one compare per cell, an inner product 2 N K M.
+LENET = {  # layer: (tops' shapes, params, FLOPs, activation bytes)
+    "data": ({"data": [64, 1, 28, 28], "label": [64]}, 0, 0, (64 * 784 + 64) * 4),
+    "conv1": ({"conv1": [64, 20, 24, 24]}, 20 * 25 + 20, 64 * 20 * 24 * 24 * (2 * 25 + 1),
+              64 * 20 * 24 * 24 * 4),
+    "pool1": ({"pool1": [64, 20, 12, 12]}, 0, 64 * 20 * 12 * 12 * 4, 64 * 20 * 12 * 12 * 4),
+    "conv2": ({"conv2": [64, 50, 8, 8]}, 50 * 20 * 25 + 50, 64 * 50 * 8 * 8 * (2 * 500 + 1),
+              64 * 50 * 8 * 8 * 4),
+    "pool2": ({"pool2": [64, 50, 4, 4]}, 0, 64 * 50 * 4 * 4 * 4, 64 * 50 * 4 * 4 * 4),
+    "ip1": ({"ip1": [64, 500]}, 800 * 500 + 500, 2 * 64 * 800 * 500, 64 * 500 * 4),
+    "relu1": ({"ip1": [64, 500]}, 0, 64 * 500, 64 * 500 * 4),
+    "ip2": ({"ip2": [64, 10]}, 500 * 10 + 10, 2 * 64 * 500 * 10, 64 * 10 * 4),
+    "loss": ({"loss": []}, 0, 4 * 64 * 10, 4),
+}
+
+
+def test_summary_of_the_lenet_model_matches_hand_computed_values(cli):
+    from pathlib import Path
+
+    net = Path(__file__).resolve().parents[2] / "models" / "fashion_mnist_lenet" / "net.yaml"
+    r = cli("summary", net, "--json")
+    assert r.code == 0, r.err
+    s = json.loads(r.out)
+    assert [x["name"] for x in s["layers"]] == list(LENET)
+    for row in s["layers"]:
+        tops, params, flops, memory = LENET[row["name"]]
+        assert {t["name"]: t["shape"] for t in row["tops"]} == tops, row["name"]
+        assert (row["params"], row["flops"], row["activation_bytes"]) == \
+            (params, flops, memory), row["name"]
+    assert s["total"]["params"] == 431080  # Caffe's LeNet
+    assert s["total"]["flops"] == sum(v[2] for v in LENET.values())
+    r = cli("summary", net, "--phase", "test", "--json")
+    rows = {x["name"]: x for x in json.loads(r.out)["layers"]}
+    assert rows["conv2"]["tops"][0]["shape"] == [100, 50, 8, 8]  # the test batch of 100
+    assert rows["conv2"]["flops"] == 100 * 50 * 8 * 8 * 1001 and "accuracy" in rows
+
+
+def test_summary_of_the_cnn_model_counts_batch_norm_by_phase(cli):
+    """BatchNorm computes batch statistics in training (6 flops per element) and applies its
+    stored ones in the test phase (2); Dropout is free at test time; Scale with a bias costs 2."""
+    from pathlib import Path
+
+    net = Path(__file__).resolve().parents[2] / "models" / "fashion_mnist_cnn" / "net.yaml"
+    rows = {}
+    for phase, batch in (("train", 128), ("test", 100)):
+        r = cli("summary", net, "--phase", phase, "--json")
+        assert r.code == 0, r.err
+        rows[phase] = {x["name"]: x for x in json.loads(r.out)["layers"]}
+        count = batch * 64 * 14 * 14
+        assert rows[phase]["conv3"]["flops"] == count * 2 * 64 * 9  # no bias term
+        assert rows[phase]["conv3"]["params"] == 64 * 64 * 9
+        assert rows[phase]["bn3"]["flops"] == (6 if phase == "train" else 2) * count
+        assert rows[phase]["bn3"]["params"] == 64 + 64 + 1  # Caffe's three blobs
+        assert rows[phase]["scale3"]["flops"] == 2 * count
+        assert rows[phase]["scale3"]["activation_bytes"] == 4 * count
+    assert rows["train"]["drop"]["flops"] == 128 * 256 and rows["test"]["drop"]["flops"] == 0
