@@ -148,7 +148,10 @@ class Data(Layer):
         thread can run it while the net computes."""
         position, epoch, _, b, rng_state = start
         index, position, epoch = self.cursor.peek(position, epoch, b)
-        raw = self.source.read(index)
+        try:
+            raw = self.source.read(index)
+        except UserError as err:
+            raise self._error(str(err)) from None
         rng = None
         if rng_state is not None:
             rng = np.random.Generator(type(self.rng.bit_generator)())

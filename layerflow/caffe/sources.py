@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import UserError, file_error
 from ..registry import register_source
@@ -386,12 +386,11 @@ class ImagesKeys(BaseModel):
     rand_skip: int = Field(0, ge=0, description="images: skip a random number (< rand_skip) "
                                                 "of lines at the start")
 
-    @field_validator("new_width")
-    @classmethod
-    def _both(cls, v, info: ValidationInfo):
-        if (v > 0) != (info.data.get("new_height", 0) > 0):
+    @model_validator(mode="after")
+    def _both(self):
+        if (self.new_height > 0) != (self.new_width > 0):
             raise ValueError("give new_height and new_width both, or neither")
-        return v
+        return self
 
 
 @register_source("images")
