@@ -3,8 +3,9 @@ imported when a source is opened; a missing one is a UserError naming the extra)
 
 lmdb      `source`: an LMDB folder (data.mdb) of Caffe Datum records, as convert_imageset
           writes them. Records are read in key order (LMDB's byte order), as Caffe's cursor
-          reads them, one batch at a time: memory does not grow with the database (pages are
-          memory-mapped by LMDB and left to the OS page cache). A record holds raw uint8
+          reads them, one batch at a time: memory does not grow with the database (LMDB maps
+          the file; every 64 MiB read, the pages read are dropped from the process's resident
+          set and left to the OS page cache: `release_mapped_pages`). A record holds raw uint8
           pixels in C x H x W order, `float_data`, or an `encoded` PNG/JPEG (decoded by Pillow
           into BGR: `layerflow.caffe.images`; force_color / force_gray choose 3 or 1 channels,
           else the file's own); labels are Datum.label. Caffe's Data layer never shuffles;
@@ -34,6 +35,7 @@ when run from where Caffe ran. An error names what was tried.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -78,6 +80,32 @@ def tried(value: str, list_file: Path) -> str:
 
 _ENVS: "weakref.WeakValueDictionary[str, object]" = weakref.WeakValueDictionary()
 _ENVS_LOCK = threading.Lock()
+RELEASE_EVERY = 64 << 20  # bytes of records read between two releases of the mapped pages
+
+
+def release_mapped_pages(db: Path) -> bool:
+    """Linux: drop this process's resident pages of `db`'s memory-mapped data.mdb
+    (madvise MADV_DONTNEED on the read-only shared mapping). They stay in the OS page cache,
+    and a page read again maps back without disk I/O; what changes is that the process's
+    resident set no longer holds every page of the database it has read, so its RSS does not
+    grow with the database size. Records are copied out of the map when read (py-lmdb's
+    buffers=False), so nothing points into the dropped pages. False where not supported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        target = str((db / "data.mdb").resolve())
+        done = False
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            if line.endswith(target):
+                start, end = (int(v, 16) for v in line.split()[0].split("-"))
+                libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)
+                done = True
+        return done
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def open_env(path: Path):
@@ -145,6 +173,7 @@ class Lmdb(DataSource):
         if p.shuffle:
             self._list_keys()
         self.batch_keys: dict[int, bytes] = {}
+        self.read_bytes = 0  # since the mapped pages were last released
         if self.num_samples:
             key, value = self._record(0)
             self.first = self._datum(key, value, 0)
@@ -231,8 +260,12 @@ class Lmdb(DataSource):
             i = int(i)
             key, value = self._record(i)
             self.batch_keys[i] = key
+            self.read_bytes += len(value)
             x, labels[j] = self._datum(key, value, i)
             xs.append(x)
+        if self.read_bytes >= RELEASE_EVERY:
+            release_mapped_pages(self.db)
+            self.read_bytes = 0
         return [stack_or_list(xs), labels][:len(self.tops)]
 
     def row(self, top, i):
