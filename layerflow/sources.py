@@ -17,7 +17,9 @@ itself when it is a registered name (`spiral`, `fashion-mnist`), else the regist
 whose `suffixes` end the path (`.npz`, `.csv`), else IDX. Keys of another source are an error
 that names the source they belong to; a plugin's source brings its keys the same way.
 
-Built in: spiral (CS231n's toy set), fashion-mnist, npz, csv, idx (readers in layerflow.data).
+Built in: spiral (CS231n's toy set), fashion-mnist, npz, csv, idx (readers in layerflow.data),
+and Caffe's lmdb, hdf5 and images (layerflow.caffe.sources, the caffe extra). A source holds its
+data in memory (`load`) or streams it from disk batch by batch (`open`/`shapes`/`read`).
 """
 from __future__ import annotations
 

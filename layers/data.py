@@ -15,15 +15,16 @@ net rewinds the layer to its first sample and may ask for a smaller last batch (
 `rewind`, `set_batch_size`: the data-layer part of the contract).
 
 Prefetch (`prefetch`; on by default for sources that read from disk batch by batch, as Caffe's
-data layers prefetch theirs; off for data held in memory, whose batch is a gather cheaper than a
-hand-over between threads on a busy CPU): while the net computes batch k, a background thread reads and transforms batch k+1. The thread works from a
-copy of the cursor's position and of the layer's random generator, and the layer takes the
-batch (and with it the cursor and generator state after it) only when the net asks for the
-next batch, so the batches, their order and their random crops/flips are those of a run
-without prefetch, and a snapshot saves the state of the batch the net consumed, never of the
-one prefetched. A batch made for another state (after a rewind, a new batch size, a restored
-snapshot) is dropped and made again. An error in the thread (a bad record) is raised by the
-forward that would have used that batch, in the main thread, naming the file and record.
+data layers prefetch theirs; off by default for data held in memory, whose batch is a gather
+cheaper than a hand-over between threads): while the net computes batch k, a background thread
+reads and transforms batch k+1. The thread works from a copy of the cursor's position and of
+the layer's random generator, and the layer takes the batch (and with it the cursor and
+generator state after it) only when the net asks for the next batch, so the batches, their
+order and their random crops/flips are those of a run without prefetch, and a snapshot saves
+the state of the batch the net consumed, never of the one prefetched. A batch made for another
+state (after a rewind, a new batch size, a restored snapshot) is dropped and made again. An
+error in the thread (a bad record) is raised by the forward that would have used that batch,
+in the main thread, naming the file and record.
 
 Sources (a registry, `layerflow.sources`; a plugin can add one, with its own keys):
     spiral                  CS231n's 2-D spiral (keys num_classes, points_per_class, noise, seed)
