@@ -5,12 +5,15 @@ never each other.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import traceback
 from typing import Callable
 
 import typer
 
 from layerflow import __version__
+from layerflow.distributed import launched_rank
 from layerflow.errors import UserError
 
 class Command(typer.core.TyperCommand):
@@ -67,16 +70,26 @@ def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of user errors."),
 ):
     state["debug"] = debug
+    if launched_rank() != 0:
+        # a data-parallel run: rank 0 reports for all; the others say only what failed in
+        # them alone (`run`), so every message is shown once
+        state["silenced"] = True
+        sys.stdout = sys.stderr = open(os.devnull, "w")
 
 
 def run(fn: Callable, *args, **kwargs):
-    """Call an engine function; a UserError becomes one message on stderr and exit status 2."""
+    """Call an engine function; a UserError becomes one message on stderr and exit status 2
+    (a `quiet` one, said by another process of a data-parallel run, only the status)."""
     try:
         return fn(*args, **kwargs)
     except UserError as err:
         if state["debug"]:
             traceback.print_exc()
-        typer.echo(f"error: {err}", err=True)
+        if not err.quiet:
+            if state.get("silenced"):  # a process other than rank 0: only its own failure
+                print(f"error: {err}", file=sys.__stderr__, flush=True)
+            else:
+                typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code)
     except OSError as err:  # a folder that cannot be created, a full disk, no permission...
         if state["debug"]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import load_yaml, parse_net, parse_solver
 from .deploy import derive
+from .distributed import World
 from .errors import UserError
 from .net import Net, in_phase
 from .overrides import Overrides
@@ -34,11 +35,12 @@ def _stages(stage) -> tuple[str, ...]:
 
 def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | None = None,
               overrides=None, dtype: str | None = None, seed: int = 0, level: int = 0,
-              stage=None, deploy: bool = False) -> Net:
+              stage=None, deploy: bool = False, world=None) -> Net:
     """The net of a YAML file (or Caffe .prototxt) for one phase, level and stages, after
     `overrides` (an Overrides, or a list of `KEY=VALUE` strings: only their layers./net. keys
     apply). `deploy`: the deploy net derived from it instead (`layerflow.deploy`; the phase,
-    level and stages are then the test phase's defaults)."""
+    level and stages are then the test phase's defaults). `world` (layerflow.distributed):
+    its data layers read this process's share of every batch."""
     load_plugins(plugins)
     src = load_yaml(path)
     overrides = as_overrides(overrides)
@@ -47,7 +49,9 @@ def build_net(path: str | Path, phase: str = "train", *, plugins: list[str] | No
     config = parse_net(src)
     if deploy:
         return Net(derive(config), "test", seed=seed, dtype=dtype)
-    return Net(config, phase, seed=seed, dtype=dtype, level=level, stages=_stages(stage))
+    shard = (world.rank, world.size) if world is not None else (0, 1)
+    return Net(config, phase, seed=seed, dtype=dtype, level=level, stages=_stages(stage),
+               shard=shard)
 
 
 def deploy_net(path: str | Path, weights=None, *, plugins: list[str] | None = None,
@@ -72,7 +76,7 @@ def deploy_net(path: str | Path, weights=None, *, plugins: list[str] | None = No
 
 
 def build_solver(path: str | Path, *, plugins: list[str] | None = None, overrides=None,
-                 level: int | None = None, stage=None):
+                 level: int | None = None, stage=None, world=None):
     """Read solver.yaml and its net, build the train net, the test net when the solver tests,
     and the solver of the file's `type`.
 
@@ -80,7 +84,10 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
     the `--set` argument. The seed is `random_seed`, or taken from the clock when it is -1.
     `level`/`stage` (the CLI's --level/--stage) replace the solver's train_state, as Caffe's
     `caffe train -level -stage` do; the test net keeps the solver's test_state.
+    `world` (layerflow.distributed, default one process): data-parallel training, each net's
+    data layers reading this process's share of every global batch; a clock seed is rank 0's.
     """
+    world = world if world is not None else World()
     load_plugins(plugins)
     overrides = as_overrides(overrides)
     src = load_yaml(path)
@@ -93,13 +100,16 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
         raise UserError(f"{src.locate(('type',))}: type: {err}") from None
     spec = cfg.spec
     seed = spec.random_seed if spec.random_seed >= 0 else time.time_ns() % (2 ** 31)
+    seed = world.bcast_object(seed)  # one seed: one shuffle and one initialization everywhere
+    shard = (world.rank, world.size)
     net_src = src.children.get("net") or load_yaml(cfg.net_path)
     if overrides is not None:
         overrides.apply_net(net_src)
     net_config = parse_net(net_src)
     train_level = spec.train_state.level if level is None else level
     train_stages = tuple(spec.train_state.stage) if stage is None else _stages(stage)
-    net = Net(net_config, "train", seed=seed, level=train_level, stages=train_stages)
+    net = Net(net_config, "train", seed=seed, level=train_level, stages=train_stages,
+              shard=shard)
     test_nets = []
     if spec.test_interval > 0 or spec.test_iter > 0:
         test_state = (spec.test_state.level, tuple(spec.test_state.stage))
@@ -107,5 +117,7 @@ def build_solver(path: str | Path, *, plugins: list[str] | None = None, override
             raise UserError(f"{cfg.source.file}: test_interval/test_iter are set but the "
                             f"net has no layers in the test phase")
         test_nets.append(Net(net_config, "test", seed=seed, share_params_with=net,
-                             level=test_state[0], stages=test_state[1]))
-    return solver_cls(cfg, net, test_nets, seed=seed)
+                             level=test_state[0], stages=test_state[1], shard=shard))
+    solver = solver_cls(cfg, net, test_nets, seed=seed)
+    solver.world = world
+    return solver

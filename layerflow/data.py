@@ -355,6 +355,14 @@ def fashion_mnist(split: str) -> dict[str, np.ndarray]:
 # ---- the cursor ------------------------------------------------------------------------
 
 
+def share(m: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """[lo, hi): process r's contiguous part of a global batch of `m` samples split over s
+    processes (`shard` = (r, s)); parts differ by at most one sample, and are b each when
+    m = s * b (data-parallel training's per-process batch_size)."""
+    r, s = shard
+    return r * m // s, (r + 1) * m // s
+
+
 class Cursor:
     """The indices of the samples of each batch, epoch after epoch.
 

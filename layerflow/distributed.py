@@ -11,6 +11,8 @@ buffer and divided by N, and only rank 0 writes files. With one process (no laun
     w.allreduce(buf)       # in place: buf <- sum over processes (float64 or float32 arrays)
     w.bcast(buf)           # in place: every process gets rank 0's values
     w.any(flag)            # True on every process if any process passed True
+    with w.agree():        # a failure in any process ends all of them, reported once
+        ...
 
 Launchers are recognised by their environment: Open MPI (OMPI_COMM_WORLD_SIZE), MPICH and Intel
 MPI's Hydra (PMI_SIZE), PMIx (PMIX_SIZE with OMPI_...). A launcher with N > 1 and no mpi4py is
@@ -18,13 +20,15 @@ a user error naming the `layerflow[mpi]` extra.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
-from .errors import UserError
+from .errors import ElsewhereError, UserError
 
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 _LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
@@ -39,6 +43,11 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
 def launched_size() -> int:
     """How many processes the MPI launcher started (1 without a launcher)."""
     return _env_int(_SIZE_VARS, 1)
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher says (0 without a launcher)."""
+    return _env_int(_RANK_VARS, 0) if launched_size() > 1 else 0
 
 
 def local_size() -> int:
@@ -77,6 +86,10 @@ class World:
         """True on every process when it is True on at least one."""
         return bool(flag)
 
+    def exchange(self, obj) -> list:
+        """Every process's small Python value, in rank order, on every process."""
+        return [obj]
+
     def barrier(self) -> None:
         """Wait until every process gets here."""
 
@@ -84,8 +97,52 @@ class World:
         """End every process of the job with exit status `code`."""
         raise SystemExit(code)
 
+    @contextlib.contextmanager
+    def agree(self, note=None):
+        """Run the block in every process, then agree on how it went: when it failed in some
+        process, every process raises — the first failing one its own error, the others an
+        `ElsewhereError` with the same exit status (so the message is shown once and no
+        process is left waiting in a collective the failed one never reaches). An error that
+        is not a UserError (a bug) keeps its traceback in its process.
+
+        The block gets an `Agreement`: what it puts in `.note` (a small value) every process
+        finds, after the block, in `.notes` (one per process, in rank order), with no
+        collective of its own."""
+        agreement = Agreement(note)
+        failure: BaseException | None = None
+        try:
+            yield agreement
+        except Exception as exc:
+            failure = exc
+        if self.size == 1:
+            if failure is not None:
+                raise failure
+            agreement.notes = [agreement.note]
+            return
+        mine = None if failure is None else (
+            failure.exit_code if isinstance(failure, UserError) else 1, str(failure))
+        reports = self.exchange((mine, agreement.note))
+        agreement.notes = [note for _, note in reports]
+        failed = [(rank, r) for rank, (r, _) in enumerate(reports) if r is not None]
+        if not failed:
+            return
+        if failure is not None and failed[0][0] == self.rank:
+            raise failure
+        rank, (code, message) = failed[0]
+        raise ElsewhereError(f"process {rank} failed: {message}", code) from failure
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
+
+
+class Agreement:
+    """What a `World.agree` block shares: its `note` in, every process's `notes` out."""
+
+    __slots__ = ("note", "notes")
+
+    def __init__(self, note=None):
+        self.note = note
+        self.notes: list = []
 
 
 class MPIWorld(World):
@@ -123,6 +180,9 @@ class MPIWorld(World):
         x = np.array([1.0 if flag else 0.0])
         self.comm.Allreduce(self.MPI.IN_PLACE, x, op=self.MPI.MAX)
         return bool(x[0] > 0)
+
+    def exchange(self, obj):
+        return self.comm.allgather(obj) if self.size > 1 else [obj]
 
     def barrier(self):
         self.comm.Barrier()

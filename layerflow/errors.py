@@ -14,6 +14,19 @@ class UserError(Exception):
     """A mistake in the user's files or arguments; `str(err)` is the whole message."""
 
     exit_code = 2
+    quiet = False  # True: end with exit_code and print nothing (said by another process)
+
+
+class ElsewhereError(UserError):
+    """A failure of another process of a data-parallel run, raised in the processes where it
+    did not happen so that every process stops: they exit with its status and print nothing,
+    the process where it happened prints it (once for the whole run)."""
+
+    quiet = True
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class DivergenceError(UserError):

@@ -95,7 +95,9 @@ class Layer:
         name, p (the validated Params), phase ("train" | "test"), dtype, rng (numpy Generator),
         base_dir (folder of the net YAML, for relative paths), bottom_names and top_names (the
         blob names it reads and writes), propagate_down (one bool per bottom, set before each
-        backward).
+        backward), shard ((rank, processes) of data-parallel training: a data layer's
+        batch_size is per process, and process r reads the r-th slice of each global batch of
+        batch_size x processes samples; (0, 1) in one process).
     """
 
     type: ClassVar[str] = ""
@@ -112,8 +114,10 @@ class Layer:
     def __init__(self, name: str, p: BaseModel | None = None, *, phase: str = "train",
                  dtype=np.float32, rng: np.random.Generator | None = None,
                  base_dir: Path | str = ".", param_specs=None, shared_params=None,
-                 bottom_names: list[str] | None = None, top_names: list[str] | None = None):
+                 bottom_names: list[str] | None = None, top_names: list[str] | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         self.name = name
+        self.shard = (int(shard[0]), int(shard[1]))
         self.p = p if p is not None else self.Params()
         self.phase = phase
         self.dtype = np.dtype(dtype)

@@ -152,7 +152,7 @@ class Net:
 
     def __init__(self, config: NetConfig, phase: str = "train", *, seed: int = 0,
                  dtype: str | None = None, share_params_with: "Net | None" = None,
-                 level: int = 0, stages=()):
+                 level: int = 0, stages=(), shard: tuple[int, int] = (0, 1)):
         if phase not in ("train", "test"):
             raise UserError(f"phase must be train or test, got {phase!r}")
         self.config = config
@@ -162,6 +162,7 @@ class Net:
         self.stages = tuple(stages)
         self.dtype = np.dtype(dtype or config.dtype)
         self.seed = seed
+        self.shard = (int(shard[0]), int(shard[1]))
         self.force_backward = config.force_backward
         self._shared_by_name: dict[str, Param] = {}
         self._hooks: list[NetHook] = []
@@ -171,6 +172,8 @@ class Net:
         foreign = self._share_params(share_params_with) if share_params_with else set()
         self.param_buffer = ParamBuffer(
             [p for p in self.learnable_params() if id(p) not in foreign], self.dtype)
+        # params that live in another net's buffer (a test net's shared ones)
+        self._foreign_params = [p for p in self.learnable_params() if id(p) in foreign]
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -291,7 +294,7 @@ class Net:
                           base_dir=config.base_dir, param_specs=c.spec.param,
                           shared_params=self._shared_by_name,
                           bottom_names=[blobs[k].name for k in bkeys],
-                          top_names=[blobs[k].name for k in tkeys])
+                          top_names=[blobs[k].name for k in tkeys], shard=self.shard)
             layer.propagate_down = [False] * len(bkeys)
             weights = self._loss_weights(c, len(tkeys))
             node = _Node(layer, c, [blobs[k] for k in bkeys], [blobs[k] for k in tkeys], weights)
@@ -440,6 +443,20 @@ class Net:
                                 f"must read batches of one size")
         return e0
 
+    def batch_size(self) -> int | None:
+        """The batch its data layers read per forward, all processes together; None when no
+        layer reads a data set. Data layers of different batch sizes are a UserError."""
+        found = self._data_layers()
+        if not found:
+            return None
+        (first, e0), *rest = found
+        for layer, e in rest:
+            if e[1] != e0[1]:
+                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
+                                f"(batch_size {e0[1]}) and {layer.name} (batch_size {e[1]}) "
+                                f"must read batches of one size")
+        return e0[1]
+
     def rewind(self) -> None:
         """Every data layer starts again at its first sample (`Layer.rewind`)."""
         for layer, _ in self._data_layers():
@@ -484,10 +501,8 @@ class Net:
         """Zero the gradients of this net's params: one pass over its grad buffer (and one
         per param it shares from another net's buffer)."""
         self.param_buffer.grad.fill(0)
-        own = {id(p) for p in self.param_buffer.params}
-        for p in self.learnable_params():
-            if id(p) not in own:
-                p.grad.fill(0)
+        for p in self._foreign_params:
+            p.grad.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """`<layer>.<param>` -> data, the keys used in snapshots."""

@@ -4,7 +4,10 @@ A solver is given built nets (`Solver(config, net, test_nets)`; `layerflow.build
 YAML files and builds them). One iteration (Caffe's `Step` + `ApplyUpdate`):
 
     zero the grad buffer -> iter_size x net.forward_backward (gradients accumulate)
-    -> reduce_gradients()       a hook: identity here, an allreduce under MPI
+    -> reduce_gradients()       in one process nothing; with N processes (`world`, see
+                                layerflow.distributed) every process first learns how the
+                                others did (a failure anywhere stops all), then one
+                                Allreduce sums the grad buffer; the update scales by 1 / N
     -> the loss must be finite  (else DivergenceError, before anything is updated)
     -> apply_update():  lr = base_lr * policy(iter);
                         scale = 1 / iter_size, times clip_gradients / norm when the global L2
@@ -36,6 +39,7 @@ import numpy as np
 from numba import njit
 
 from .config import SolverConfig
+from .distributed import World
 from .errors import DivergenceError, UserError
 from .net import Net
 
@@ -75,8 +79,11 @@ def regularize(w, g, offsets, decays, scale, l1):
     s = t(scale)
     for k in range(offsets.size - 1):
         d = t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            g[i] = regularized(g[i], w[i], s, d, l1)
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs = w[lo:hi], g[lo:hi]
+        for i in range(hi - lo):
+            gs[i] = regularized(gs[i], ws[i], s, d, l1)
 
 
 class Solver:
@@ -106,6 +113,9 @@ class Solver:
                                           for _ in range(self.num_history)]
         self.last_loss = float("nan")
         self.decays = self.spec.weight_decay * self.buffer.decay_mult
+        self.world = World()  # one process; the builder gives a data-parallel run its world
+        self.notice = None  # a small value shared with every process at each iteration
+        self.notices: list = []  # every process's notice of the last iteration
 
     @classmethod
     def from_yaml(cls, path, *, plugins: list[str] | None = None, overrides=None) -> "Solver":
@@ -159,16 +169,23 @@ class Solver:
         net, iter_size = self.net, self.spec.iter_size
         net.clear_param_diffs()
         loss = 0.0
-        try:
-            for _ in range(iter_size):
-                loss += net.run_forward()
-                net.backward(accumulate=True)
-        except ArithmeticError as exc:  # a kernel dividing by a zero born of inf/NaN values
-            self.last_loss = float("nan")
-            raise self.divergence(f"{type(exc).__name__} ({exc}) in forward/backward") from None
-        if iter_size > 1:
-            loss /= iter_size
-        loss = self.reduce_gradients(loss)
+        # every process says how its forward/backward went (bad data in one stops all) and
+        # shares its loss and `notice` (the trainer's stop requests) with the others
+        with self.world.agree() as shared:
+            try:
+                for _ in range(iter_size):
+                    loss += net.run_forward()
+                    net.backward(accumulate=True)
+            except ArithmeticError as exc:  # a kernel dividing by a zero born of inf/NaN
+                self.last_loss = float("nan")
+                raise self.divergence(f"{type(exc).__name__} ({exc}) in forward/backward") \
+                    from None
+            if iter_size > 1:
+                loss /= iter_size
+            shared.note = (loss, self.notice)
+        self.notices = [notice for _, notice in shared.notes]
+        loss = sum(loss for loss, _ in shared.notes) / len(shared.notes)
+        self.reduce_gradients()
         self.last_loss = loss
         if not math.isfinite(loss):
             raise self.divergence(f"the loss is {loss}")
@@ -176,19 +193,30 @@ class Solver:
         self.iter += 1
         return loss
 
-    def reduce_gradients(self, loss: float) -> float:
-        """Combine the gradients (and the loss) of every process: nothing to do in one
-        process. Multi-process training replaces it with an allreduce over `buffer.grad`."""
-        return loss
+    def reduce_gradients(self) -> None:
+        """Sum the gradients of every process: one Allreduce over `buffer.grad`, in place
+        (nothing to do in one process). The update then divides by their number
+        (`grad_scale`), so N processes of batch b update as one process of batch N b does
+        (Caffe's multi-GPU rule); the loss is averaged by `iteration`."""
+        if self.world.size > 1:
+            self.world.allreduce(self.buffer.grad)
+
+    @property
+    def grad_scale(self) -> float:
+        """What turns the gradient buffer after `reduce_gradients` into the gradient of one
+        forward/backward of the global batch: 1 / (iter_size x processes)."""
+        return 1.0 / (self.spec.iter_size * self.world.size)
 
     def apply_update(self) -> None:
         """Turn the accumulated gradients into one update of every param: the rates of the
         lr policy, 1 / iter_size, clipping, then `update_buffer` (regularize and update)."""
         spec, buffer = self.spec, self.buffer
         rates = self.learning_rate() * buffer.lr_mult
-        scale = 1.0 / spec.iter_size
+        scale = self.grad_scale
         if spec.clip_gradients >= 0:
-            norm = math.sqrt(sum_of_squares(buffer.grad))
+            # the norm of the summed gradient (Caffe clips before dividing by iter_size) of the
+            # global batch: the sum over processes divided by their number
+            norm = math.sqrt(sum_of_squares(buffer.grad)) / self.world.size
             if norm > spec.clip_gradients:
                 scale *= spec.clip_gradients / norm
         self.update_buffer(buffer.data, buffer.grad, self.history, rates, scale,

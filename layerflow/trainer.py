@@ -37,6 +37,7 @@ start. A snapshot of a different net or solver type is always an error.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -49,6 +50,9 @@ import yaml
 
 from . import snapshot as snap
 from .builder import as_overrides, build_net, build_solver
+from .data import share
+from .distributed import World
+from .distributed import world as the_world
 from .errors import DivergenceError, UserError
 from .net import Net
 from .profile import LayerTimer
@@ -58,13 +62,14 @@ from .weights import copy_weight_files, split_list
 EXIT_INTERRUPTED = 130
 
 
-def evaluate(net: Net, iterations: int | None = None) -> dict[str, float]:
+def evaluate(net: Net, iterations: int | None = None, world: World | None = None
+             ) -> dict[str, float]:
     """The mean of each output blob (summed over its elements) over one test pass: see
     `evaluate_pass`."""
-    return evaluate_pass(net, iterations)["outputs"]
+    return evaluate_pass(net, iterations, world)["outputs"]
 
 
-def evaluate_pass(net: Net, iterations: int | None = None) -> dict:
+def evaluate_pass(net: Net, iterations: int | None = None, world: World | None = None) -> dict:
     """Run a test: {"outputs": {blob: mean}, "batches": forwards run, "samples": samples read}.
 
     The net's data layers start at their first sample. Without `iterations`: exactly one pass
@@ -73,34 +78,44 @@ def evaluate_pass(net: Net, iterations: int | None = None) -> dict:
     over every sample once. With `iterations` (Caffe's test_iter): that many batches of the
     declared size, wrapping around the data if they reach its end (`coverage_warning`). A net
     that reads no data set (Input layers) runs `iterations` or Caffe's 50 forwards.
+
+    With several processes (`world`), each runs its share of every batch (the batch sizes
+    here are global) and the outputs, weighted by each share's size, are summed over the
+    processes: the means are a single process's, up to rounding.
     """
+    world = world if world is not None else World()
     net.rewind()
-    if iterations:
-        sizes, exact = [1] * iterations, False  # whole batches: each output counts once
+    batch = net.batch_size()
+    if batch is None:  # no data layer: every process runs the same forwards, unshared
+        sizes, world = [1] * (iterations or 50), World()
+    elif iterations:
+        sizes = [batch] * iterations
     else:
-        epoch = net.epoch()
-        exact = epoch is not None
-        if exact:
-            n, batch = epoch
-            sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
-        else:
-            sizes = [1] * 50
-    totals: dict[str, float] = {name: 0.0 for name in net.outputs}
-    current = sizes[0]
-    try:
-        for size in sizes:
-            if size != current:
-                net.set_batch_size(size)
-                current = size
-            net.run_forward()
-            for name in net.outputs:
-                totals[name] += size * float(net.blobs[name].data.sum())
-    finally:
-        if current != sizes[0]:
-            net.set_batch_size(sizes[0])
+        n, batch = net.epoch()
+        sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    shard = net.shard if batch is not None else (0, 1)
+    totals = np.zeros(len(net.outputs), np.float64)
+    current = batch if batch is not None else sizes[0]  # what the net is shaped for now
+    with world.agree():  # bad test data in one process stops them all, reported once
+        try:
+            for size in sizes:
+                lo, hi = share(size, shard)
+                if hi == lo:  # a last batch smaller than the number of processes
+                    continue
+                if size != current:
+                    net.set_batch_size(size)
+                    current = size
+                net.run_forward()
+                for k, name in enumerate(net.outputs):
+                    totals[k] += (hi - lo) * float(net.blobs[name].data.sum())
+        finally:
+            if batch is not None and current != batch:
+                net.set_batch_size(batch)
+    world.allreduce(totals)
     weight = sum(sizes)
-    return {"outputs": {name: total / weight for name, total in totals.items()},
-            "batches": len(sizes), "samples": weight if exact else None}
+    return {"outputs": {name: float(total) / weight for name, total in zip(net.outputs, totals)},
+            "batches": len(sizes), "samples": weight if batch is not None and not iterations
+            else None}
 
 
 def coverage_warning(net: Net, iterations: int, what: str = "test_iter") -> str | None:
@@ -145,6 +160,7 @@ class Trainer:
     start_over: bool = False
 
     def __post_init__(self):
+        self.world: World = self.solver.world  # rank 0 alone writes files and reports
         self.prefix: Path = self.solver.cfg.snapshot_prefix
         self.metrics_path = Path(f"{self.prefix}_metrics.jsonl")
         self.losses: deque = deque(maxlen=self.solver.spec.average_loss)
@@ -211,16 +227,9 @@ class Trainer:
         self.started = time.perf_counter()
         if self.resumed_from is not None and solver.iter >= spec.max_iter:
             return self._nothing_to_do()
-        try:
-            self.prefix.parent.mkdir(parents=True, exist_ok=True)
-            snap.remove_temporaries(self.prefix)
-            if self.resumed_from is None:
-                self._claim_prefix()
-            self.save_config()
-        except OSError as exc:  # checked before training, as Caffe checks snapshot_prefix
-            raise UserError(f"{self.solver.cfg.source.locate(('snapshot_prefix',))}: "
-                            f"snapshot_prefix: cannot write under {self.prefix.parent}: "
-                            f"{exc.strerror or exc}") from None
+        with self.world.agree():
+            if self.world.is_root:
+                self._prepare_prefix()
         if self.resumed_from is not None:
             self._log({"event": "resume", "iter": solver.iter,
                        "snapshot": str(self.resumed_from)})
@@ -232,7 +241,16 @@ class Trainer:
                         and solver.iter == 0:
                     self.test()
                 while solver.iter < spec.max_iter:
+                    # with several processes, signals arrive in each at its own moment: the
+                    # requests are shared at the next iteration's agreement, so that all act
+                    # on them after the same iteration (one later than a single process does)
+                    shared = self.world.size > 1
+                    solver.notice = self._take_requests() if shared and self._requests else None
                     loss = solver.iteration()
+                    if shared:
+                        requests = set().union(*(n for n in solver.notices if n))
+                    else:
+                        requests = self._take_requests() if self._requests else set()
                     self.losses.append(loss)
                     it = solver.iter
                     self.events.iteration(it)
@@ -240,13 +258,13 @@ class Trainer:
                         self._display(it)
                     if solver.test_nets and spec.test_interval and it % spec.test_interval == 0:
                         self.test()
-                    requests = self._take_requests() if self._requests else ()
-                    if (spec.snapshot and it % spec.snapshot == 0) or requests:
-                        self.snapshot()
                     if "stop" in requests:
                         interrupted = True
                         self._log({"event": "interrupted", "iter": it})
+                        self.snapshot(last=True)
                         break
+                    if (spec.snapshot and it % spec.snapshot == 0) or requests:
+                        self.snapshot()
                 if not interrupted:
                     if spec.snapshot_after_train and not self._snapshot_is_current():
                         self.snapshot()
@@ -267,6 +285,20 @@ class Trainer:
                    "metrics": str(self.metrics_path), "interrupted": interrupted}
         self.events.done(summary)
         return summary
+
+    def _prepare_prefix(self) -> None:
+        """The snapshot folder, free of a killed write's temporaries and of another run's
+        files, with this run's configuration written in it."""
+        try:
+            self.prefix.parent.mkdir(parents=True, exist_ok=True)
+            snap.remove_temporaries(self.prefix)
+            if self.resumed_from is None:
+                self._claim_prefix()
+            self.save_config()
+        except OSError as exc:  # checked before training, as Caffe checks snapshot_prefix
+            raise UserError(f"{self.solver.cfg.source.locate(('snapshot_prefix',))}: "
+                            f"snapshot_prefix: cannot write under {self.prefix.parent}: "
+                            f"{exc.strerror or exc}") from None
 
     def _claim_prefix(self) -> None:
         """A new run needs a snapshot_prefix of its own: an earlier run's files there are an
@@ -327,7 +359,8 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _display(self, it: int) -> None:
-        self.solver.check_params()
+        with self.world.agree():  # every process has the same params: one says it
+            self.solver.check_params()
         net = self.solver.net
         outputs = {name: float(net.blobs[name].data.sum()) for name in net.outputs}
         # the lr in force at iteration `it` (the rate of the update from it to it + 1), as
@@ -348,7 +381,7 @@ class Trainer:
                 warning = coverage_warning(net, solver.spec.test_iter)
                 if warning:
                     self._warn(warning)
-            results.update(evaluate(net, solver.spec.test_iter or None))
+            results.update(evaluate(net, solver.spec.test_iter or None, self.world))
         self.last_test, self.last_test_iter = results, solver.iter
         record = {"event": "test", "iter": solver.iter, "outputs": results,
                   "elapsed_s": round(self.elapsed(), 3)}
@@ -372,9 +405,42 @@ class Trainer:
         state["trainer.elapsed_s"] = np.array([self.elapsed()], np.float64)
         return state
 
-    def snapshot(self) -> Path:
+    def snapshot(self, last: bool = False) -> Path:
         """Write a snapshot of the current iteration (never one with a non-finite param),
-        then remove the oldest beyond `snapshot_keep`."""
+        then remove the oldest beyond `snapshot_keep`. Rank 0 writes it; every process agrees
+        on how that went (all states are the same in every process).
+
+        `last`: the run is being stopped by a signal. With several processes the launcher
+        kills them all a moment after its Ctrl-C (Open MPI 5: about 0.2 s after its SIGTERM),
+        so rank 0 writes this one from a child process in a session of its own, which the
+        launcher does not kill, and waits for it while it can."""
+        with self.world.agree():
+            if self.world.is_root:
+                if last and self.world.size > 1:
+                    return self._snapshot_detached()
+                return self._write_snapshot()
+        self.last_snapshot = snap.snapshot_paths(self.prefix, self.solver.iter)[1]
+        return self.last_snapshot
+
+    def _snapshot_detached(self) -> Path:
+        pid = os.fork()
+        if pid == 0:  # the child: no MPI, no threads of the parent, only files
+            code = 1
+            try:
+                os.setsid()
+                self._write_snapshot()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise UserError(f"{self.prefix}_iter_{self.solver.iter}: the last snapshot could "
+                            f"not be written")
+        self.last_snapshot = snap.snapshot_paths(self.prefix, self.solver.iter)[1]
+        self.events.snapshot(self.last_snapshot, snap.weights_of(self.last_snapshot))
+        return self.last_snapshot
+
+    def _write_snapshot(self) -> Path:
         solver = self.solver
         solver.check_params()
         state = self.state()
@@ -415,6 +481,8 @@ class Trainer:
         self.events.warning(message)
 
     def _log(self, record: dict) -> None:
+        if not self.world.is_root:
+            return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -448,7 +516,11 @@ class Trainer:
                 def on_hup(signum, frame):
                     trainer.request("snapshot")
 
+                def on_term(signum, frame):  # a scheduler or mpirun's Ctrl-C: stop cleanly
+                    trainer.request("stop")
+
                 self.old[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+                self.old[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
                 if hasattr(signal, "SIGHUP"):
                     self.old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
                 return self
@@ -482,15 +554,25 @@ def train(solver_path: str | Path, *, resume: str | None = None, weights: str | 
     if resume and start_over:
         raise UserError("give --resume or --start-over, not both (--start-over begins a new "
                         "run, --resume continues one)")
-    overrides = as_overrides(overrides)
-    solver = build_solver(solver_path, plugins=plugins, overrides=overrides, level=level,
-                          stage=stage)
-    trainer = Trainer(solver, events or Events(), start_over=start_over)
-    for notice in overrides.notices if overrides else []:
-        trainer.events.warning(notice)
-    if resume:
-        trainer.resume(resume)
-    fine_tuned = fine_tune(solver.net, weights, trainer.events) if weights else None
+    world = the_world()  # more than one process when started by an MPI launcher
+    if not world.is_root:
+        events = Events()  # rank 0 alone reports
+    with world.agree():  # a mistake is found by every process: rank 0 says it
+        overrides = as_overrides(overrides)
+        solver = build_solver(solver_path, plugins=plugins, overrides=overrides, level=level,
+                              stage=stage, world=world)
+        trainer = Trainer(solver, events or Events(), start_over=start_over)
+        for notice in overrides.notices if overrides else []:
+            trainer.events.warning(notice)
+        if resume:
+            trainer.resume(resume)
+        fine_tuned = fine_tune(solver.net, weights, trainer.events) if weights else None
+    if world.size > 1:  # rank 0's params everywhere, whatever each process initialized
+        for buf in [solver.buffer.data, *solver.history] + [
+                n.param_buffer.data for n in solver.test_nets]:
+            world.bcast(buf)
+        trainer.events.info(f"data-parallel over {world.size} processes: global batch = "
+                            f"{world.size} x the net's batch_size")
     if not profile:
         summary = trainer.run()
     else:
@@ -538,21 +620,24 @@ def test(net_path: str | Path, weights: str | Path, *, iterations: int | None = 
     """Engine entry point of `layerflow test`: mean outputs of the net with these weights
     (one file or a comma-separated list, as for `train`), over one exact pass over its test
     data, or over `iterations` batches from its first sample (with a "warning" when they do
-    not read it exactly once)."""
-    net = build_net(net_path, phase, plugins=plugins, level=level, stage=stage)
-    notes: list[str] = []
-    files = [_weights_file(p, notes.append) for p in split_list(weights)]
-    done = copy_weight_files(net, files)
-    copied = done.copied
-    notes += done.notes
-    missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
-               if f"{l}.{p}" not in copied]
-    if missing:
-        raise UserError(f"{weights}: has no values for {', '.join(missing)}; were these weights "
-                        f"trained for {net_path}?")
-    warning = coverage_warning(net, iterations, "--iterations") if iterations else None
+    not read it exactly once). Under an MPI launcher the processes share every batch."""
+    world = the_world()
+    with world.agree():
+        net = build_net(net_path, phase, plugins=plugins, level=level, stage=stage,
+                        world=world)
+        notes: list[str] = []
+        files = [_weights_file(p, notes.append) for p in split_list(weights)]
+        done = copy_weight_files(net, files)
+        copied = done.copied
+        notes += done.notes
+        missing = [f"{l}.{p}" for l, ps in net.params.items() for p in ps
+                   if f"{l}.{p}" not in copied]
+        if missing:
+            raise UserError(f"{weights}: has no values for {', '.join(missing)}; were these "
+                            f"weights trained for {net_path}?")
+        warning = coverage_warning(net, iterations, "--iterations") if iterations else None
     t0 = time.perf_counter()
-    result = evaluate_pass(net, iterations)
+    result = evaluate_pass(net, iterations, world)
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     result["iterations"] = result.pop("batches")
     if warning:

@@ -263,33 +263,45 @@ class Transformer:
             self._means[sample_shape] = mean
         return mean
 
-    def offsets(self, rng: np.random.Generator | None, shapes: list[tuple[int, ...]]
+    def offsets(self, rng: np.random.Generator | None, shapes: list[tuple[int, ...]],
+                part: tuple[int, int | None] = (0, None)
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(h_off, w_off, flip) of each sample of one batch, drawn from `rng` (needed when
-        `random`): flips first, then the rows and columns of random crops."""
+        `random`): flips first, then the rows and columns of random crops.
+
+        `part` = (lo, total): these samples are lo .. lo + len(shapes) of a batch of `total`
+        (a process's slice of a data-parallel global batch): the draws are made for the whole
+        batch and sliced, so every process draws the same numbers and N processes transform
+        each sample as one process with the whole batch would. A crop offset is drawn as
+        floor(u * (H - crop_size + 1)) with u uniform in [0, 1), so the draws do not depend on
+        the sizes of the other processes' samples.
+        """
         b = len(shapes)
+        lo, total = part[0], (b if part[1] is None else part[1])
         flip = np.zeros(b, np.bool_)
         if self.mirror:
-            flip = rng.integers(0, 2, b).astype(np.bool_)
+            flip = rng.integers(0, 2, total)[lo:lo + b].astype(np.bool_)
         h_off = np.zeros(b, np.int64)
         w_off = np.zeros(b, np.int64)
         if self.crop:
             hs = np.array([s[1] for s in shapes], np.int64)
             ws = np.array([s[2] for s in shapes], np.int64)
             if self.random_crop:
-                h_off = rng.integers(0, hs - self.crop + 1)
-                w_off = rng.integers(0, ws - self.crop + 1)
+                u = rng.random((2, total))[:, lo:lo + b]
+                h_off = np.floor(u[0] * (hs - self.crop + 1)).astype(np.int64)
+                w_off = np.floor(u[1] * (ws - self.crop + 1)).astype(np.int64)
             else:
                 h_off, w_off = (hs - self.crop) // 2, (ws - self.crop) // 2
         return h_off, w_off, flip
 
     def apply(self, x, out: np.ndarray, rng: np.random.Generator | None = None,
-              where: Callable[[int], str] | None = None) -> None:
+              where: Callable[[int], str] | None = None,
+              part: tuple[int, int | None] = (0, None)) -> None:
         """Transform the samples `x` into `out` (B, *out_shape) of the net's dtype.
 
         x: an array (B, ...) of samples of one shape, or a list of B samples (images of
         several sizes, cropped to one). A sample whose transformed shape is not out's is a
-        UserError naming it (`where(i)`: its file, key or row).
+        UserError naming it (`where(i)`: its file, key or row). `part`: see `offsets`.
         """
         b = len(out)
         want = tuple(out.shape[1:])
@@ -302,7 +314,7 @@ class Transformer:
             for shape in dict.fromkeys(shapes):
                 rows = np.array([i for i, s in enumerate(shapes) if s == shape], np.int64)
                 groups.append((rows, np.stack([x[i] for i in rows])))
-        h_off, w_off, flip = self.offsets(rng, shapes)
+        h_off, w_off, flip = self.offsets(rng, shapes, part)
         for rows, xs in groups:
             shape = tuple(xs.shape[1:])
             if self.out_shape(shape) != want:

@@ -90,24 +90,28 @@ class Data(Layer):
         self.cursor = datasets.Cursor(n, p.shuffle, seed,
                                       order=self.source.order if p.shuffle else None)
         self.cursor.position = self.source.first_position(self.rng)
-        self.batch_size = p.batch_size  # a test pass may end with a smaller batch
+        # samples drawn per forward by all processes together (batch_size is per process;
+        # process r reads the r-th slice, `datasets.share`); a test pass may end with a smaller
+        # global batch
+        self.global_batch = p.batch_size * self.shard[1]
         self.label_checks: dict[int, tuple[int, int | None]] = {}  # streamed sources
         prefetch = self.source.streams if p.prefetch is None else p.prefetch
         self.prefetcher = datasets.Prefetcher(self.name) if prefetch else None
 
     def reshape(self, bottom_shapes):
-        b = self.batch_size
-        self.tops = [np.zeros((b,) + s, self.dtype) for s in self.sample_shapes]
+        lo, hi = datasets.share(self.global_batch, self.shard)
+        self.tops = [np.zeros((hi - lo,) + s, self.dtype) for s in self.sample_shapes]
         return [t.shape for t in self.tops]
 
     def epoch(self):
-        return self.num_samples, self.p.batch_size
+        return self.num_samples, self.p.batch_size * self.shard[1]
 
     def rewind(self):
         self.cursor.rewind()
 
     def set_batch_size(self, n):
-        self.batch_size = int(n)
+        """`n`: the global batch (all processes together), as `epoch` counts batches."""
+        self.global_batch = int(n)
 
     def check_labels(self, top, num_classes, ignore_label):
         if self.source.streams:  # not in memory: each batch is checked as it is read
@@ -137,18 +141,21 @@ class Data(Layer):
 
     # -- batches ------------------------------------------------------------------------
     def _start(self):
-        """What a batch depends on: where the cursor is, the batch size, and the random
-        generator's state when the transform draws from it."""
+        """What a batch depends on: where the cursor is, the global batch size, and the
+        random generator's state when the transform draws from it."""
         rng = self.rng.bit_generator.state if self.transformer.random else None
         c = self.cursor
-        return c.position, c.epoch, c.seed, self.batch_size, rng
+        return c.position, c.epoch, c.seed, self.global_batch, rng
 
     def _make(self, start):
         """The batch that starts at `start` (`_start`) and the state after it: (tops,
         (position, epoch, random state)). Touches nothing of the layer's state, so a prefetch
         thread can run it while the net computes."""
-        position, epoch, _, b, rng_state = start
-        index, position, epoch = self.cursor.peek(position, epoch, b)
+        position, epoch, _, global_batch, rng_state = start
+        # the same global batch in every process; this one reads its slice
+        everyone, position, epoch = self.cursor.peek(position, epoch, global_batch)
+        lo, hi = datasets.share(global_batch, self.shard)
+        index, b = everyone[lo:hi], hi - lo
         try:
             raw = self.source.read(index)
         except UserError as err:
@@ -159,8 +166,8 @@ class Data(Layer):
             rng.bit_generator.state = rng_state
         tops = [np.empty((b,) + s, self.dtype) for s in self.sample_shapes]
         data_top = self.top_names[0]
-        self.transformer.apply(raw[0], tops[0], rng,
-                               where=lambda i: self.source.row(data_top, int(index[i])))
+        self.transformer.apply(raw[0], tops[0], rng, where=lambda i: self.source.row(
+            data_top, int(index[i])), part=(lo, global_batch))
         for k, (x, top) in enumerate(zip(raw[1:], tops[1:]), 1):
             x = np.asarray(x)
             if x.shape[1:] != top.shape[1:]:

@@ -17,7 +17,7 @@ from layerflow.registry import register_solver
 from layerflow.solver import Solver, regularized
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # eps > 0: no check per division, vectorised
 def adadelta_update(w, g, eg, edx, offsets, rates, decays, scale, l1, momentum, delta):
     """w, g, eg, edx: the flat buffers, param k in [offsets[k], offsets[k+1])."""
     t = w.dtype.type
@@ -26,13 +26,16 @@ def adadelta_update(w, g, eg, edx, offsets, rates, decays, scale, l1, momentum, 
     m1 = t(1) - m
     for k in range(offsets.size - 1):
         r, d = t(rates[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            egi = m * eg[i] + m1 * (gi * gi)
-            eg[i] = egi
-            dx = gi * np.sqrt((edx[i] + eps) / (egi + eps))
-            edx[i] = m * edx[i] + m1 * (dx * dx)
-            w[i] -= r * dx
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, egs, edxs = w[lo:hi], g[lo:hi], eg[lo:hi], edx[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            egi = m * egs[i] + m1 * (gi * gi)
+            egs[i] = egi
+            dx = gi * np.sqrt((edxs[i] + eps) / (egi + eps))
+            edxs[i] = m * edxs[i] + m1 * (dx * dx)
+            ws[i] -= r * dx
 
 
 @register_solver("AdaDelta")

@@ -15,18 +15,21 @@ from layerflow.registry import register_solver
 from layerflow.solver import Solver, regularized
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # eps > 0: no check per division, vectorised
 def adagrad_update(w, g, h, offsets, rates, decays, scale, l1, delta):
     """w, g, h: the flat buffers, param k in [offsets[k], offsets[k+1]); see the docstring."""
     t = w.dtype.type
     s, eps = t(scale), t(delta)
     for k in range(offsets.size - 1):
         r, d = t(rates[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            hi = h[i] + gi * gi
-            h[i] = hi
-            w[i] -= r * (gi / (np.sqrt(hi) + eps))
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, hs = w[lo:hi], g[lo:hi], h[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            hi = hs[i] + gi * gi
+            hs[i] = hi
+            ws[i] -= r * (gi / (np.sqrt(hi) + eps))
 
 
 def no_momentum(cfg, solver: str) -> None:

@@ -19,7 +19,7 @@ from layerflow.registry import register_solver
 from layerflow.solver import Solver, regularized
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # eps > 0: no check per division, vectorised
 def adam_update(w, g, m, v, offsets, steps, decays, scale, l1, beta1, beta2, delta):
     """w, g, m, v: the flat buffers, param k in [offsets[k], offsets[k+1]) with step size
     steps[k] = rate * the bias correction."""
@@ -29,13 +29,16 @@ def adam_update(w, g, m, v, offsets, steps, decays, scale, l1, beta1, beta2, del
     c1, c2 = t(1) - b1, t(1) - b2
     for k in range(offsets.size - 1):
         a, d = t(steps[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            w[i] -= a * (mi / (np.sqrt(vi) + eps))
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, ms, vs = w[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            mi = b1 * ms[i] + c1 * gi
+            vi = b2 * vs[i] + c2 * (gi * gi)
+            ms[i] = mi
+            vs[i] = vi
+            ws[i] -= a * (mi / (np.sqrt(vi) + eps))
 
 
 @register_solver("Adam")

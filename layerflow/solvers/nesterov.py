@@ -22,12 +22,15 @@ def nesterov_update(w, g, v, offsets, rates, decays, scale, l1, momentum):
     m1 = t(1) + m
     for k in range(offsets.size - 1):
         r, d = t(rates[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            old = v[i]
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, vs = w[lo:hi], g[lo:hi], v[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            old = vs[i]
             vi = m * old + r * gi
-            v[i] = vi
-            w[i] -= m1 * vi - m * old
+            vs[i] = vi
+            ws[i] -= m1 * vi - m * old
 
 
 @register_solver("Nesterov")

@@ -15,7 +15,7 @@ from layerflow.solver import Solver, regularized
 from layerflow.solvers.adagrad import no_momentum
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # eps > 0: no check per division, vectorised
 def rmsprop_update(w, g, h, offsets, rates, decays, scale, l1, rms_decay, delta):
     """w, g, h: the flat buffers, param k in [offsets[k], offsets[k+1]); see the docstring."""
     t = w.dtype.type
@@ -24,11 +24,14 @@ def rmsprop_update(w, g, h, offsets, rates, decays, scale, l1, rms_decay, delta)
     rho1 = t(1) - rho
     for k in range(offsets.size - 1):
         r, d = t(rates[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            hi = rho * h[i] + rho1 * (gi * gi)
-            h[i] = hi
-            w[i] -= r * (gi / (np.sqrt(hi) + eps))
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, hs = w[lo:hi], g[lo:hi], h[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            hi = rho * hs[i] + rho1 * (gi * gi)
+            hs[i] = hi
+            ws[i] -= r * (gi / (np.sqrt(hi) + eps))
 
 
 @register_solver("RMSProp")

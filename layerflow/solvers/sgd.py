@@ -21,11 +21,14 @@ def sgd_update(w, g, v, offsets, rates, decays, scale, l1, momentum):
     s, m = t(scale), t(momentum)
     for k in range(offsets.size - 1):
         r, d = t(rates[k]), t(decays[k])
-        for i in range(offsets[k], offsets[k + 1]):
-            gi = regularized(g[i], w[i], s, d, l1)
-            vi = m * v[i] + r * gi
-            v[i] = vi
-            w[i] -= vi
+        lo, hi = offsets[k], offsets[k + 1]
+        # 0-based slices: Numba then sees plain contiguous loops and vectorises them
+        ws, gs, vs = w[lo:hi], g[lo:hi], v[lo:hi]
+        for i in range(hi - lo):
+            gi = regularized(gs[i], ws[i], s, d, l1)
+            vi = m * vs[i] + r * gi
+            vs[i] = vi
+            ws[i] -= vi
 
 
 @register_solver("SGD")

@@ -180,6 +180,6 @@ layers:
     with pytest.raises(UserError, match=r"layers\[3\] \(sum\)"):
         net.set_batch_size(7)  # the Eltwise needs the batch of the fixed Input
     assert {k: b.shape for k, b in net.blobs.items()} == before
-    assert net.layer_by_name["data"].batch_size == 10
+    assert net.layer_by_name["data"].global_batch == 10
     net.run_forward()
     assert net.blobs["data"].data.shape == (10, 4)
