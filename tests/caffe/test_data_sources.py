@@ -635,3 +635,29 @@ def test_training_resumes_exactly_with_prefetch_crops_and_mirrors(wire, tmp_path
     assert straight.keys() == resumed.keys()
     for k in straight:
         assert np.array_equal(straight[k], resumed[k]), k
+
+
+def test_caffe_image_data_and_hdf5_data_prototxts_run_as_they_are(image_list, h5_list, write,
+                                                                  monkeypatch):
+    """ImageData and HDF5Data layers of a prototxt, their paths relative to the working
+    directory as Caffe opens them, read by the images and hdf5 sources."""
+    from layerflow.builder import build_net
+
+    base, x, _ = image_list
+    write(base, "net.prototxt", """
+        layer { name: "img" type: "ImageData" top: "img" top: "label"
+          image_data_param { source: "imgs/list.txt" batch_size: 5 new_height: 8 new_width: 9
+                             is_color: false }
+          transform_param { crop_size: 6 mean_value: 100 scale: 0.5 } }
+        layer { name: "h5" type: "HDF5Data" top: "data"
+          hdf5_data_param { source: "data/train.txt" batch_size: 4 } }
+    """)
+    monkeypatch.chdir(base)
+    net = build_net(base / "net.prototxt", "test")
+    out = net.forward()
+    assert out["img"].shape == (5, 1, 6, 6) and out["data"].shape == (4, 2, 3)
+    gray = make(base, phase="test", source="imgs/list.txt", backend="images", batch_size=5,
+                new_height=8, new_width=9, is_color=False, crop_size=6, mean_value=100,
+                scale=0.5)
+    np.testing.assert_array_equal(out["img"], gray.forward([])[0])
+    np.testing.assert_array_equal(out["data"], h5_list[1][:4])
