@@ -19,9 +19,11 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import threading
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -365,42 +367,74 @@ class Cursor:
     """The indices of the samples of each batch, epoch after epoch.
 
     Without shuffling, samples come in stored order; with it, epoch e follows the permutation
-    `default_rng([seed, e]).permutation(n)`. A batch that reaches the end of an epoch takes the
-    rest of it, then continues with the next epoch's order. The state is (position, epoch,
-    seed), plus the dataset size to catch a changed dataset on resume.
+    `default_rng([seed, e]).permutation(n)`, or the source's own `order(e, seed)` when it gives
+    one (HDF5 lists shuffle files, then rows within a file). A batch that reaches the end of an
+    epoch takes the rest of it, then continues with the next epoch's order. The state is
+    (position, epoch, seed), plus the dataset size to catch a changed dataset on resume.
+
+    `peek` computes a batch from any (position, epoch) without moving the cursor, so a
+    prefetch thread can make the next batch while the cursor still says where the batch the
+    net consumed ended (the state a snapshot saves).
     """
 
-    def __init__(self, num_samples: int, shuffle: bool, seed: int):
+    def __init__(self, num_samples: int, shuffle: bool, seed: int,
+                 order: Callable[[int, int], np.ndarray] | None = None):
         self.num_samples = int(num_samples)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = 0
         self.position = 0
-        self.order = self._order(0)
+        self._source_order = order
+        self._orders: dict[tuple[int, int], np.ndarray] = {}  # (seed, epoch) -> order
+        self._lock = threading.Lock()
 
-    def _order(self, epoch: int) -> np.ndarray:
-        if self.shuffle:
-            return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
-        return np.arange(self.num_samples)
+    def _order(self, epoch: int) -> np.ndarray | None:
+        """The order of epoch `epoch` (None: stored order); the last few are kept."""
+        if not self.shuffle:
+            return None
+        key = (self.seed, int(epoch))
+        with self._lock:
+            order = self._orders.get(key)
+        if order is None:
+            made = self._source_order(int(epoch), self.seed) if self._source_order else None
+            if made is not None:
+                order = np.asarray(made, np.int64)
+            else:
+                order = np.random.default_rng([self.seed, int(epoch)]).permutation(
+                    self.num_samples)
+            with self._lock:
+                while len(self._orders) >= 3:
+                    self._orders.pop(next(iter(self._orders)))
+                self._orders[key] = order
+        return order
+
+    def peek(self, position: int, epoch: int, size: int) -> tuple[np.ndarray, int, int]:
+        """(indices of the `size` samples from (position, epoch), the position and epoch
+        after them); the cursor itself does not move."""
+        out = np.empty(size, np.int64)
+        filled = 0
+        while filled < size:
+            take = min(size - filled, self.num_samples - position)
+            order = self._order(epoch)
+            if order is None:
+                out[filled:filled + take] = np.arange(position, position + take)
+            else:
+                out[filled:filled + take] = order[position:position + take]
+            filled += take
+            position += take
+            if position == self.num_samples:
+                epoch += 1
+                position = 0
+        return out, position, epoch
 
     def next(self, out: np.ndarray) -> np.ndarray:
         """Fill `out` (int64, one entry per sample of the batch) with the next indices."""
-        filled, size = 0, len(out)
-        while filled < size:
-            take = min(size - filled, self.num_samples - self.position)
-            out[filled:filled + take] = self.order[self.position:self.position + take]
-            filled += take
-            self.position += take
-            if self.position == self.num_samples:
-                self.epoch += 1
-                self.position = 0
-                self.order = self._order(self.epoch)
+        out[:], self.position, self.epoch = self.peek(self.position, self.epoch, len(out))
         return out
 
     def rewind(self) -> None:
         """Back to the first sample of the first epoch's order (a test pass starts there)."""
         self.position, self.epoch = 0, 0
-        self.order = self._order(0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"cursor": np.array([self.position], np.int64),
@@ -422,4 +456,65 @@ class Cursor:
             raise UserError(f"{context}: invalid saved state (position {position}, epoch "
                             f"{epoch}, {n} samples)")
         self.position, self.epoch, self.seed = position, epoch, seed
-        self.order = self._order(epoch)
+
+
+# ---- prefetch ----------------------------------------------------------------------------
+
+
+class Prefetcher:
+    """One job made ahead in a background thread: the next batch of a data layer, as Caffe's
+    data layers prefetch theirs while the net computes.
+
+    `submit(key, make)` starts `make(key)` in a new thread (after waiting for the previous job);
+    `take(key)` waits for the job and returns its result when it was made for `key`, else None
+    (the caller makes the batch itself: the layer was rewound, resized or restored meanwhile).
+    Whatever the job raised is raised by `take`, in the caller's thread, when the job was for
+    `key`; a dropped job's error is dropped with it (the caller's own attempt raises it again).
+    The job always ends (its exceptions are caught), so `take` never waits forever on a failed
+    job. The thread is not a daemon: at exit the interpreter lets a batch in flight finish
+    rather than kill it mid-read.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._key = None
+        self._result = None
+        self._error: BaseException | None = None
+
+    def submit(self, key, make: Callable) -> None:
+        self.wait()
+        self._key, self._result, self._error = key, None, None
+
+        def job():
+            try:
+                self._result = make(key)
+            except BaseException as exc:  # noqa: BLE001  (handed to the main thread)
+                self._error = exc
+
+        self._thread = threading.Thread(target=job, name=f"layerflow-prefetch-{self.name}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the job in flight, if any (its result is kept for `take`)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def take(self, key):
+        """The result of the job made for `key` (raising its error), or None."""
+        if self._key is None:
+            return None
+        self.wait()
+        made_for, result, error = self._key, self._result, self._error
+        self._key = self._result = self._error = None
+        if made_for != key:
+            return None
+        if error is not None:
+            raise error
+        return result
+
+    def close(self) -> None:
+        """Wait for the job in flight and drop it."""
+        self.wait()
+        self._key = self._result = self._error = None

@@ -138,10 +138,12 @@ def describe_entry_point(ep: EntryPoint) -> str:
 class Registry:
     """Types of one kind (layer, solver, lr policy) by name, with where each came from."""
 
-    def __init__(self, kind: str, builtin_module: str | None):
+    def __init__(self, kind: str, builtin_module: str | tuple[str, ...] | None):
         self.kind = kind
         self.group = GROUPS.get(kind, "")
-        self._builtin_module = builtin_module
+        # the module(s) whose import registers the built-in types
+        self._builtin_modules = (builtin_module,) if isinstance(builtin_module, str) else \
+            tuple(builtin_module or ())
         self._builtins_loaded = builtin_module is None
         self._types: dict[str, Any] = {}
         self._origin: dict[str, str] = {}
@@ -177,7 +179,8 @@ class Registry:
         if not self._builtins_loaded:
             self._builtins_loaded = True
             try:
-                importlib.import_module(self._builtin_module)
+                for module in self._builtin_modules:
+                    importlib.import_module(module)
             except BaseException:
                 self._builtins_loaded = False
                 raise
@@ -330,7 +333,8 @@ def _same_definition(old: Any, new: Any) -> bool:
 LAYERS = Registry("layer", "layerflow.layers")
 SOLVERS = Registry("solver", "layerflow.solvers")
 LR_POLICIES = Registry("lr_policy", "layerflow.solvers")
-SOURCES = Registry("source", "layerflow.sources")
+# Caffe's sources (lmdb, hdf5, images) import their libraries only when a layer reads them
+SOURCES = Registry("source", ("layerflow.sources", "layerflow.caffe.sources"))
 ONNX = Registry("onnx", "layerflow.onnx.ops")  # ONNX mappings, by the layer type they export
 REGISTRIES = {"layer": LAYERS, "solver": SOLVERS, "lr_policy": LR_POLICIES, "source": SOURCES,
               "onnx": ONNX}

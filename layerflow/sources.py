@@ -17,7 +17,9 @@ itself when it is a registered name (`spiral`, `fashion-mnist`), else the regist
 whose `suffixes` end the path (`.npz`, `.csv`), else IDX. Keys of another source are an error
 that names the source they belong to; a plugin's source brings its keys the same way.
 
-Built in: spiral (CS231n's toy set), fashion-mnist, npz, csv, idx (readers in layerflow.data).
+Built in: spiral (CS231n's toy set), fashion-mnist, npz, csv, idx (readers in layerflow.data),
+and Caffe's lmdb, hdf5 and images (layerflow.caffe.sources, the caffe extra). A source holds its
+data in memory (`load`) or streams it from disk batch by batch (`open`/`shapes`/`read`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model,
 from . import data as datasets
 from .errors import UserError
 from .registry import SOURCES, register_source
+from .transformer import DataTransformKeys
 
 
 class NoKeys(BaseModel):
@@ -43,22 +46,33 @@ class DataSource:
     """Base of a dataset a Data layer reads.
 
     Class attributes: `Params` (the source's own YAML keys), `suffixes` (file suffixes that
-    select it when `source` is a path), `what` (how messages name it: "a .csv source").
+    select it when `source` is a path), `what` (how messages name it: "a .csv source"),
+    `streams` (it reads samples from disk batch by batch instead of holding the data set in
+    memory: labels are then checked batch by batch), `decodes_images` (it decodes images, so
+    force_color / force_gray apply).
     An instance is made per layer with `p` (the layer's validated keys, generic and the
     source's), `base_dir` (relative paths start there), `phase` and `layer` (its name, for
-    messages); `load(tops)` returns one array per top name, samples on the first axis, in the
-    dtype they are stored in.
+    messages).
+
+    A source that holds its data in memory implements `load(tops)`: one array per top name,
+    samples on the first axis, in the dtype they are stored in. A source that streams from
+    disk implements `open(tops)` (get ready, set `num_samples`), `shapes()` and `read(index)`
+    instead; the Data layer only calls those three (and `row`, `order`, `first_position`),
+    from one thread at a time (a prefetch thread or the main thread, never both at once).
     """
 
     Params: ClassVar[type[BaseModel]] = NoKeys
     suffixes: ClassVar[tuple[str, ...]] = ()
     what: ClassVar[str] = ""
     name: ClassVar[str] = ""
+    streams: ClassVar[bool] = False
+    decodes_images: ClassVar[bool] = False
 
     def __init__(self, p, *, base_dir: Path | str = ".", phase: str = "train"):
         self.p = p
         self.base_dir = Path(base_dir)
         self.phase = phase
+        self.num_samples = 0
 
     def path(self, value: str) -> Path:
         """A path of the YAML, relative to the net file's folder."""
@@ -70,11 +84,45 @@ class DataSource:
         in; any problem with the data is a UserError naming the file."""
         raise NotImplementedError
 
+    # -- what the Data layer reads through ---------------------------------------------
+    def open(self, tops: list[str]) -> None:
+        """Get ready to read the samples of `tops`; sets `num_samples`. By default loads the
+        arrays (`load`) and keeps them as `arrays`."""
+        arrays = self.load(tops)
+        n = len(arrays[0])
+        for name, a in zip(tops, arrays):
+            if len(a) != n:
+                raise UserError(f"source {self.p.source}: top \"{name}\" has {len(a)} samples, "
+                                f"\"{tops[0]}\" has {n}")
+        self.arrays = [np.ascontiguousarray(a) for a in arrays]
+        self.num_samples = n
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shape of one sample of each top (the first one, as stored, before any crop),
+        once opened."""
+        return [tuple(a.shape[1:]) for a in self.arrays]
+
+    def read(self, index: np.ndarray) -> list[np.ndarray | list[np.ndarray]]:
+        """The samples `index` of each top, in their stored dtype: an array (len(index), ...)
+        per top, or for the data top a list of arrays when samples differ in shape (images
+        of several sizes). Bad data is a UserError naming where it was read (`row`)."""
+        return [a[index] for a in self.arrays]
+
+    def order(self, epoch: int, seed: int) -> np.ndarray | None:
+        """With `shuffle`: the order of the samples in epoch `epoch` (a permutation made from
+        `seed` and `epoch` alone); None (the default): a uniform permutation."""
+        return None
+
+    def first_position(self, rng: np.random.Generator) -> int:
+        """Where the first epoch starts (image lists' rand_skip); 0 by default."""
+        return 0
+
     def sample_shapes(self, tops: list[str]) -> list[tuple[int, ...]]:
         """The shape of one sample of each top (a deploy net's Input takes it). By default
-        from the loaded arrays; a source that knows them without its data says so, so that a
+        from the opened data; a source that knows them without its data says so, so that a
         trained model can be used where the data set is not."""
-        return [tuple(a.shape[1:]) for a in self.load(tops)]
+        self.open(tops)
+        return self.shapes()
 
     def row(self, top: str, i: int) -> str:
         """Where sample `i` of top `top` was read from, for messages: "labels.csv:7",
@@ -105,25 +153,21 @@ def resolve(source: str, backend: str | None = None) -> type[DataSource]:
 
 # ---- the keys a Data layer takes ---------------------------------------------------------
 
-class DataParams(BaseModel):
-    """The keys of every Data layer, whatever its source."""
+class GenericDataKeys(BaseModel):
+    """The keys of every Data layer that say what to read and how to batch it."""
 
     model_config = ConfigDict(extra="forbid")
     source: str = Field(min_length=1, description="what to read: spiral | fashion-mnist | a "
-                        "path (.npz, .csv, an IDX file, or what a plugin source reads), "
-                        "relative to the net YAML")
+                        "path (.npz, .csv, .h5, an IDX file; an LMDB folder or an .h5/image "
+                        "list with backend: lmdb | hdf5 | images), relative to the net YAML")
     backend: Optional[str] = Field(None, description="the source type, when the path does not "
-                                   "tell it (e.g. idx); default: from `source`")
+                                   "tell it (idx, lmdb, hdf5, images); default: from `source`")
     batch_size: int = Field(gt=0, description="samples per batch")
     shuffle: bool = Field(False, description="a fresh random order every epoch")
-    scale: float = Field(1.0, allow_inf_nan=False,
-                         description="multiplies the data after subtracting the mean")
-    mean_value: Optional[float | list[float]] = Field(
-        None, description="subtracted from the data before scaling: one number, or one per "
-                          "channel (the first axis of a sample)")
-    mean_file: Optional[str] = Field(None, description=".npy array of one sample's shape (or "
-                                                       "Caffe's .binaryproto), subtracted "
-                                                       "before scaling")
+    prefetch: Optional[bool] = Field(
+        None, description="read and transform the next batch in a background thread while "
+                          "the net computes; default: on for sources read from disk batch by "
+                          "batch (lmdb, hdf5, images), off for data held in memory")
 
     @field_validator("backend")
     @classmethod
@@ -135,20 +179,11 @@ class DataParams(BaseModel):
                              f"{', '.join(known)}")
         return v
 
-    @field_validator("mean_value")
-    @classmethod
-    def _mean_value(cls, v):
-        values = v if isinstance(v, list) else [v]
-        if v is not None and (not values or not all(np.isfinite(values))):
-            raise ValueError("give one finite number, or a non-empty list of them")
-        return v
 
-    @field_validator("mean_file")
-    @classmethod
-    def _one_mean(cls, v, info: ValidationInfo):
-        if v is not None and info.data.get("mean_value") is not None:
-            raise ValueError("give mean_value or mean_file, not both")
-        return v
+class DataParams(DataTransformKeys, GenericDataKeys):
+    """The keys of every Data layer, whatever its source: what to read, how to batch it, and
+    Caffe's transform_param (crop_size, mirror, mean_file / mean_value, scale, force_color,
+    force_gray; `layerflow.transformer`)."""
 
 
 def params_for(entry: dict[str, Any] | None, base: type[BaseModel] = DataParams

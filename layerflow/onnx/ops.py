@@ -134,14 +134,23 @@ def dropout(layer, g):
 
 @register_onnx("Transform")
 def transform(layer, g):
-    """The data layer's transform as the graph's first nodes: (x - mean) * scale."""
+    """The data layer's test-phase transform as the graph's first nodes: a centre crop (Slice
+    of the spatial axes at the offsets of the exported input size), then (x - mean) * scale
+    with the mean cropped the same way (so a full-size mean file stays indexed at the
+    uncropped position)."""
     (x,), (y,) = g.bottoms, g.tops
     mean = layer.mean.reshape(layer.sample_shape)
     t = x
+    if layer.p.crop_size:
+        ho, wo, h, w = layer.window
+        t = g.node("Slice", [t, g.const(np.asarray([ho, wo], np.int64)),
+                             g.const(np.asarray([ho + h, wo + w], np.int64)),
+                             g.const(np.asarray([2, 3], np.int64))])
+        mean = mean[:, ho:ho + h, wo:wo + w]
     if np.any(mean != 0):
         if np.all(mean == mean.reshape(-1)[0]):
             mean = mean.reshape(-1)[:1]
-        t = g.node("Sub", [t, g.const(mean)])
+        t = g.node("Sub", [t, g.const(np.ascontiguousarray(mean))])
     if layer.p.scale != 1:
         g.node("Mul", [t, g.const(layer.p.scale)], [y])
     else:

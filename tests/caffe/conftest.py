@@ -3,9 +3,8 @@
 - `wire`: a protobuf wire-format encoder written here from the encoding rules (varints,
   length-delimited fields, packed repeated scalars), independent of layerflow's caffe.proto,
   so a fixture built with it checks the field numbers the project's .proto declares;
-- `lmdb_source` (autouse): while layerflow has no LMDB source of its own, a minimal one for the
-  tests (Datum records of an LMDB folder in key order, raw uint8 C x H x W), registered as
-  "lmdb" for the duration of a test; when a real one is registered, that one is used;
+- `lmdb_db(path, images, labels)`: an LMDB of hand-encoded Datum records (raw uint8
+  C x H x W, keys as convert_imageset writes them), read by layerflow's "lmdb" source;
 - `write(tmp_path, name, text)`: a fixture file with dedented text;
 - `cli`: `cli.invoke(*args, cwd=None)` runs `layerflow` in this process (from `cwd`, as a
   Caffe user runs `caffe` from a working directory); `cli.ok(result)` and
@@ -24,8 +23,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("google.protobuf")
-
-from plugin_support import clean_registry  # noqa: E402,F401  (fixture)
 
 
 # ---- protobuf wire format, by hand ----------------------------------------------------------
@@ -167,47 +164,6 @@ def have(*types: str) -> bool:
     from layerflow.registry import LAYERS
 
     return all(LAYERS.lookup(t) is not None for t in types)
-
-
-@pytest.fixture(autouse=True)
-def lmdb_source(clean_registry):  # noqa: F811
-    """A test-only "lmdb" source while layerflow has none (clean_registry forgets it)."""
-    from pydantic import BaseModel, ConfigDict
-
-    from layerflow.registry import SOURCES, register_source
-    from layerflow.sources import DataSource
-
-    if "lmdb" in SOURCES:
-        yield
-        return
-
-    class NoKeys(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    @register_source("lmdb")
-    class TestLMDB(DataSource):
-        """Datum records in key order (raw uint8 C x H x W); tests only."""
-
-        Params = NoKeys
-
-        def load(self, tops):
-            import lmdb
-
-            from layerflow.caffe.proto import messages
-
-            Datum = messages().Datum
-            env = lmdb.open(str(self.path(self.p.source)), readonly=True, lock=False)
-            xs, ys = [], []
-            with env.begin() as txn:
-                for _, value in txn.cursor():
-                    d = Datum.FromString(value)
-                    xs.append(np.frombuffer(d.data, np.uint8).reshape(
-                        d.channels, d.height, d.width))
-                    ys.append(d.label)
-            env.close()
-            return [np.stack(xs), np.asarray(ys, np.int64)][:len(tops)]
-
-    yield
 
 
 # ---- the command line -----------------------------------------------------------------------

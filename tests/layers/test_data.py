@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from layerflow import UserError
 from layerflow import data as datasets
 from layerflow.config import load_yaml_text, parse_net
-from layerflow.layers.data import Data, gather_transform
+from layerflow.layers.data import Data
+from layerflow.transformer import transform_batch
 
 
 def make(tmp_path=".", tops=("data", "label"), seed=0, dtype=np.float32, phase="train",
@@ -170,16 +171,19 @@ def test_mean_value_per_channel_and_mean_file(tmp_path):
 
 
 def test_kernel_alone():
-    x = np.arange(12, dtype=np.uint8).reshape(4, 3)
-    out = np.zeros((3, 3), np.float32)
-    gather_transform(x, np.array([2, 0, 2]), np.float32([1, 2, 3]), np.float32(0.5), out)
-    np.testing.assert_array_equal(out, (x[[2, 0, 2]] - [1, 2, 3]) * 0.5)
+    """The shared transform kernel without crop or flip: (x - mean) * scale per sample."""
+    x = np.arange(12, dtype=np.uint8).reshape(4, 3, 1, 1)
+    out = np.zeros((4, 3, 1, 1), np.float32)
+    zeros = np.zeros(4, np.int64)
+    transform_batch(x, zeros, zeros, np.zeros(4, np.bool_), np.float32([1, 2, 3]).reshape(3, 1, 1),
+                    np.float32(0.5), out)
+    np.testing.assert_array_equal(out, (x - np.reshape([1, 2, 3], (3, 1, 1))) * 0.5)
 
 
 def test_uint8_data_stays_uint8(idx_pair):
     folder, images, _ = idx_pair
     layer = make(folder, source="images.idx", label_source="labels.idx", batch_size=2)
-    assert layer.arrays[0].dtype == np.uint8
+    assert layer.source.arrays[0].dtype == np.uint8
     full = images.size
 
     def arrays(obj, depth=0):
@@ -222,7 +226,7 @@ def test_fashion_mnist_split_defaults_to_phase(tmp_path, monkeypatch):
     assert make(source="fashion-mnist", batch_size=2, phase="test", split="train"
                 ).num_samples == 5
     layer = make(source="fashion-mnist", batch_size=2, scale=1 / 255)
-    assert layer.shapes == [(2, 1, 28, 28), (2,)] and layer.arrays[0].dtype == np.uint8
+    assert layer.shapes == [(2, 1, 28, 28), (2,)] and layer.source.arrays[0].dtype == np.uint8
 
 
 @pytest.mark.parametrize("params,message", [

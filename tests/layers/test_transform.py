@@ -79,7 +79,8 @@ def test_float32_matches_float64(lh, rng):
 
 
 @pytest.mark.parametrize("params", [{}, {"scale": 0.1, "mean_value": 3.0},
-                                    {"mean_value": [1.0, 2.0]}, {"mean_file": "m.npy"}])
+                                    {"mean_value": [1.0, 2.0]}, {"mean_file": "m.npy"},
+                                    {"crop_size": 3, "mean_file": "m.binaryproto"}])
 def test_config_roundtrip(lh, params):
     lh.assert_roundtrip(Transform.Params(**params))
 
@@ -110,3 +111,56 @@ def test_missing_mean_file_names_it(tmp_path):
 def test_mean_value_and_mean_file_exclusive():
     with pytest.raises(ValueError, match="mean_value or mean_file, not both"):
         Transform.Params(mean_value=1.0, mean_file="m.npy")
+
+
+# ---- the centre crop (a Data layer's test-phase crop_size) --------------------------------------
+
+def test_centre_crop_with_a_full_size_mean_file(rng, tmp_path):
+    """Crop 3 of 5 x 6: window ((5-3)//2, (6-3)//2) = (1, 1); the mean file is full-size and
+    read at the uncropped position, then the scale: Caffe's test-phase DataTransformer."""
+    mean = rng.uniform(0, 100, (2, 5, 6))
+    np.save(tmp_path / "mean.npy", mean)
+    layer = Transform("t", Transform.Params(mean_file="mean.npy", scale=0.5, crop_size=3),
+                      dtype=np.float64, base_dir=tmp_path, bottom_names=["data"],
+                      top_names=["data"])
+    assert layer.build([(4, 2, 5, 6)]) == [(4, 2, 3, 3)]
+    x = rng.uniform(0, 255, (4, 2, 5, 6))
+    (y,) = layer.forward([x])
+    want = np.empty((4, 2, 3, 3))
+    for n in range(4):
+        for c in range(2):
+            for i in range(3):
+                for j in range(3):
+                    want[n, c, i, j] = (x[n, c, i + 1, j + 1] - mean[c, i + 1, j + 1]) * 0.5
+    np.testing.assert_allclose(y, want, rtol=1e-15)
+
+
+def test_crop_gradients_and_backward_outside_the_window(lh, rng):
+    gradcheck(Transform, [rng.standard_normal((2, 2, 4, 5))],
+              {"scale": 0.7, "mean_value": [1, -1], "crop_size": 3})
+    layer, tops = lh.make_layer(Transform, [(2, 1, 4, 5)], crop_size=2, scale=3.0)
+    assert tops == [(2, 1, 2, 2)]
+    layer.forward([rng.standard_normal((2, 1, 4, 5))])
+    dx = layer.backward([np.ones((2, 1, 2, 2))])[0]
+    want = np.zeros((2, 1, 4, 5))
+    want[:, :, 1:3, 1:3] = 3.0  # window ((4-2)//2, (5-2)//2) = (1, 1)
+    np.testing.assert_array_equal(dx, want)
+
+
+def test_crop_follows_a_new_image_size(lh, rng):
+    layer, _ = lh.make_layer(Transform, [(2, 3, 6, 6)], crop_size=4, mean_value=[1, 2, 3])
+    assert layer.reshape([(1, 3, 9, 7)]) == [(1, 3, 4, 4)]
+    fresh, _ = lh.make_layer(Transform, [(1, 3, 9, 7)], crop_size=4, mean_value=[1, 2, 3])
+    x = rng.standard_normal((1, 3, 9, 7))
+    np.testing.assert_array_equal(layer.forward([x])[0], fresh.forward([x])[0])
+
+
+def test_crop_errors_name_the_layer(lh):
+    with pytest.raises(UserError, match=r"layer layer \(Transform\): crop_size 5 is larger "
+                                        r"than a sample of bottom b0 \(3 x 4 x 6\)"):
+        lh.make_layer(Transform, [(2, 3, 4, 6)], crop_size=5)
+    with pytest.raises(UserError, match=r"crop_size needs samples of shape \(C, H, W\), but "
+                                        r"a sample of bottom b0 has shape \(6,\)"):
+        lh.make_layer(Transform, [(2, 6)], crop_size=2)
+    with pytest.raises(ValueError, match="mirror"):  # a deploy Transform never mirrors
+        Transform.Params(mirror=True)

@@ -73,7 +73,10 @@ CASES = {
                   ("scale", {"x": ((3, 4), positive)},
                    "{name: t, type: Transform, bottom: x, scale: 0.25}"),
                   ("one mean", {"x": ((3, 4), positive)},
-                   "{name: t, type: Transform, bottom: x, mean_value: 1.5}")],
+                   "{name: t, type: Transform, bottom: x, mean_value: 1.5}"),
+                  ("centre crop", {"x": ((3, 7, 6), positive)},
+                   "{name: t, type: Transform, bottom: x, crop_size: 4, scale: 0.5, "
+                   "mean_value: [1, 2, 3]}")],
     "Eltwise": [("sum", {"x": ((3, 4), normal), "y": ((3, 4), normal)},
                  "{name: e, type: Eltwise, bottom: [x, y], coeff: [1.0, -0.5]}"),
                 ("prod", {"x": ((3, 4), normal), "y": ((3, 4), normal), "z": ((3, 4), normal)},
