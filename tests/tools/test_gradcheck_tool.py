@@ -170,8 +170,11 @@ layers:
 
 
 def test_the_sample_in_docs_tools_md_is_what_the_command_prints(cli):
-    """docs/tools.md shows `layerflow gradcheck models/spiral/net.yaml`: the same rows, index
-    and values (the error column, near rounding, may differ from machine to machine)."""
+    """docs/tools.md shows `layerflow gradcheck models/spiral/net.yaml`: the same rows, counts
+    and statuses. The worst element is the one with the largest error, and errors here are
+    rounding (1e-13 to 1e-16), which differs with the CPU's BLAS kernels: on another machine
+    another element is the worst, so its index, values and error are not compared (the values
+    shown in the doc must still agree with each other)."""
     import re
 
     from plugin_support import ROOT
@@ -183,10 +186,18 @@ def test_the_sample_in_docs_tools_md_is_what_the_command_prints(cli):
     assert r.code == 0, r.err
     printed = r.out.splitlines()
 
-    def without_error_column(lines):
-        return [re.sub(r"\d\.\d\de-\d\d(?=  )", "E", line) for line in lines]
+    worst = re.compile(r"\(\d+(?:, \d+)*,?\) +(\S+) +(\S+) +(\d\.\d\de-\d\d)(?=  )")
 
-    assert without_error_column(printed) == without_error_column(sample)
+    def without_worst_element(lines):
+        return [re.sub(r"\s+", " ", worst.sub("W", line)) for line in lines]
+
+    assert without_worst_element(printed) == without_worst_element(sample)
+    shown = [worst.search(line) for line in sample]
+    shown = [m for m in shown if m]
+    assert len(shown) >= 6  # every bottom and param row of the spiral net
+    for m in shown:
+        analytic, numeric, error = (float(v) for v in m.groups())
+        assert error < 1e-6 and np.isclose(analytic, numeric, rtol=1e-6, atol=0)
 
 
 def test_max_pooling_ties_on_real_data_are_kinks_not_failures(tmp_path, cli):
