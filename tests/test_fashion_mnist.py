@@ -3,9 +3,10 @@
 MLP: 800 batches of 64 (0.85 of an epoch) through a 784-128-10 MLP, then the whole 10k test
 set. It reached 0.840-0.843 over seeds 1-4 when written; the bar leaves room for other BLAS
 builds.
-LeNet: models/fashion_mnist_lenet as it is (Caffe's LeNet and lenet_solver recipe), stopped
-after 300 batches of 64 (a third of an epoch), then the whole test set. It reached
-0.817-0.824 over seeds 1-3 when written (seed 1, the model's, 0.817), in about 5 s of CPU.
+LeNet: models/fashion_mnist_lenet as it is (Caffe's LeNet and lenet_solver recipe, its training
+images mirrored at random), stopped after 450 batches of 64 (0.48 of an epoch), then the whole
+test set. Measured when the mirror came in: 0.8364 with seed 1 (the model's, the one tested),
+0.8293 and 0.8018 with seeds 2 and 3; after 300 batches 0.798-0.819, too close to the bar.
 Skipped only when the data files are absent (CI installs the Debian package
 dataset-fashion-mnist).
 """
@@ -73,11 +74,11 @@ def test_fashion_mnist_mlp_clears_0_80_in_most_of_an_epoch(tmp_path):
 
 
 @pytest.mark.skipif(data_missing() is not None, reason=str(data_missing()))
-def test_fashion_mnist_lenet_clears_0_80_in_a_third_of_an_epoch():
-    solver = lf.Solver.from_yaml(LENET, overrides=["max_iter=300"])
+def test_fashion_mnist_lenet_clears_0_80_in_half_an_epoch():
+    solver = lf.Solver.from_yaml(LENET, overrides=["max_iter=450"])
     assert (solver.spec.base_lr, solver.spec.lr_policy, solver.spec.random_seed) == (0.01, "inv", 1)
     solver.step(solver.spec.max_iter)
-    assert solver.iter == 300
+    assert solver.iter == 450
     test_net = solver.test_nets[0]
     assert test_net.layer_by_name["data"].num_samples == 10000
     result = evaluate(test_net, 100)  # 100 x 100: the whole test set, once
