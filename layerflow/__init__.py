@@ -5,6 +5,16 @@ The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
 `layerflow.sources`), `register_onnx` (a layer's ONNX export, see `layerflow.onnx`),
 `FillerSpec`, `fill`, `UserError`, `gradcheck`. Using a trained model: `deploy_net`.
 """
+import os as _os
+
+# Numba's parallel kernels (prange) run on GNU OpenMP's threads, the GEMMs on OpenBLAS's own.
+# Under OpenMP's default wait policy its idle threads spin after each parallel region and hold
+# the cores that OpenBLAS's threads need next, and OpenBLAS's spinning threads do the same to
+# them: on 2 cores a LeNet training step took 27 ms, 15 ms with PASSIVE (idle threads sleep;
+# `python benchmarks/bench_cnn.py --profile`). libgomp reads the variable when it is loaded, at
+# Numba's first parallel kernel, which comes after this import. A value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .errors import UserError
 from .fillers import FillerSpec, fill
 from .layer import Layer, NoParams, Param
