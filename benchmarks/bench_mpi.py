@@ -148,9 +148,16 @@ TRANSPORTS = {"shared memory": [],
 
 
 def mpirun(n: int, *args, mca=()) -> str:
+    """Run this script's worker in n processes. Each gets cores/n BLAS, Numba and OpenMP
+    threads, the share `layerflow` itself gives a process of an n-process job (cli/__main__.py:
+    the workers here import numpy before layerflow could set them): with 2 threads each, 2
+    processes on 2 cores fight over them and a step takes 20 times as long."""
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    env = {**ENV, **{var: os.environ.get(var, threads) for var in (
+        "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     cmd = [MPIRUN, "-n", str(n), "--map-by", ":OVERSUBSCRIBE", *mca, sys.executable, __file__,
            *map(str, args)]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1]

@@ -33,6 +33,11 @@ from numba import config, njit, types
 from numba.core import cgutils, errors
 from numba.extending import intrinsic
 
+_xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
+    types.char, types.char, types.intp, types.intp,  # kind, trans, m, n (column-major a)
+    types.voidptr, types.voidptr, types.intp,        # alpha, a, lda
+    types.voidptr, types.voidptr, types.voidptr))    # x, beta, y (unit strides)
+
 _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
     types.char, types.char, types.char,         # kind ('s' | 'd'), transa, transb
     types.intp, types.intp, types.intp,         # m, n, k
@@ -92,6 +97,32 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
     scalars[0] = alpha
     scalars[1] = beta
     kind = _blas_kind(a, b, c)
+    if m == 1 or n == 1:
+        # A product with one row or one column is a matrix-vector product. GEMM packs the
+        # whole matrix into panels on every call, GEMV streams it once: for (1, 784) @
+        # (784, 512), batch-1 inference, 174 us against 20 us.
+        if beta == 0:
+            c[:] = 0  # BLAS may compute beta * c, and 0 * NaN is NaN: c must not be read
+        if m == 1:
+            # c.T (n) = op(b).T (n, k) @ the k values of a; b is column-major (k, n) when
+            # trans_b (row-major (n, k)), else column-major (n, k)
+            if trans_b:
+                status = _xxgemv(kind, _T, k, n, _address(scalars[0:1]), _address(b), k,
+                                 _address(a), _address(scalars[1:2]), _address(c))
+            else:
+                status = _xxgemv(kind, _N, n, k, _address(scalars[0:1]), _address(b), n,
+                                 _address(a), _address(scalars[1:2]), _address(c))
+        else:
+            # c (m) = op(a) (m, k) @ the k values of b; a is column-major (k, m) unless trans_a
+            if trans_a:
+                status = _xxgemv(kind, _N, m, k, _address(scalars[0:1]), _address(a), m,
+                                 _address(b), _address(scalars[1:2]), _address(c))
+            else:
+                status = _xxgemv(kind, _T, k, m, _address(scalars[0:1]), _address(a), k,
+                                 _address(b), _address(scalars[1:2]), _address(c))
+        if status != 0:
+            raise RuntimeError("gemm: no BLAS (SciPy's cython_blas) available")
+        return
     status = _xxgemm(kind, _T if trans_b else _N, _T if trans_a else _N, n, m, k,
                      _address(scalars[0:1]), _address(b), b.shape[1], _address(a), a.shape[1],
                      _address(scalars[1:2]), _address(c), n)

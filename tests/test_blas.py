@@ -21,6 +21,29 @@ def test_matches_numpy(dtype, trans_a, trans_b, alpha, beta):
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 7, 5), (6, 1, 5), (1, 1, 4), (1, 300, 257)])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.5, 2.0)])
+def test_one_row_or_column_matches_numpy(dtype, trans_a, trans_b, m, n, k, alpha, beta):
+    """c with one row (batch-1 inference) or one column is a matrix-vector product, which
+    gemm hands to BLAS's GEMV: every layout of a and b, and beta 0 never reads c."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    want = alpha * ((a.astype(np.float64).T if trans_a else a.astype(np.float64))
+                    @ (b.astype(np.float64).T if trans_b else b.astype(np.float64)))
+    if beta == 0:
+        c[:] = np.nan
+    else:
+        want += beta * c
+    gemm(a, b, c, trans_a, trans_b, alpha, beta)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol * np.sqrt(k))
+
+
 def test_beta_zero_does_not_read_c():
     a, b = np.ones((2, 3)), np.ones((3, 4))
     c = np.full((2, 4), np.nan)
