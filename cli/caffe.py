@@ -22,7 +22,7 @@ def convert(
                                             "to (for .safetensors -> .caffemodel)."),
     as_json: bool = JsonOpt,
 ):
-    """Convert between Caffe's files and layerflow's (needs pip install 'layerflow\\[caffe]').
+    """Convert between Caffe's files and layerflow's (needs pip install 'layerflow[caffe]').
 
     net.prototxt -> net.yaml; solver.prototxt -> solver.yaml plus its net beside it;
     net.yaml -> net.prototxt; X.caffemodel -> X.safetensors; X.safetensors --net NET ->

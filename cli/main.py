@@ -114,7 +114,8 @@ def test(
         for name, value in result["outputs"].items():
             typer.echo(f"{name} = {value:.6g}")
         samples = f", {result['samples']} samples" if result["samples"] else ""
-        typer.echo(f"({result['iterations']} batches{samples}, {result['elapsed_s']} s)")
+        n = result["iterations"]
+        typer.echo(f"({n} batch{'' if n == 1 else 'es'}{samples}, {result['elapsed_s']} s)")
     for note in result.get("notes", []):
         typer.echo(note, err=True)
     if result.get("warning"):

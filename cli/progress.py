@@ -117,8 +117,13 @@ class RichEvents(PlainEvents):
 
 
 def make_events(quiet: bool = False) -> Events:
+    """The progress bar only on a terminal. Under an MPI launcher stdout is a pseudo-terminal
+    that Open MPI opens for each process even when mpirun's output goes to a file: plain
+    lines there, or the log fills with the bar's escape codes and lines cut at 80 columns."""
+    from layerflow.distributed import launched
+
     if quiet:
         return PlainEvents(err=True)
-    if sys.stdout.isatty():
+    if sys.stdout.isatty() and not launched():
         return RichEvents()
     return PlainEvents()

@@ -92,15 +92,16 @@ def predict(
         run(engine.write_csv, result, output)
         typer.echo(f"wrote {output} ({result['samples']} rows)")
         typer.echo(engine.format_summary(result))
-    else:
+    elif result["samples"] or not result["failed"]:
         if result["samples"]:
             typer.echo(engine.format_table(result))
         typer.echo(engine.format_summary(result))
     for failure in result["failed"]:
         typer.echo(f"error: {failure['error']}", err=True)
     if result["failed"]:
-        typer.echo(f"{len(result['failed'])} input(s) failed; the results of the others "
-                   f"were written", err=True)
+        others = ("the results of the others were written" if result["samples"] else
+                  "nothing was predicted")
+        typer.echo(f"{len(result['failed'])} input(s) failed; {others}", err=True)
         raise typer.Exit(2)
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UserError, file_error
+from .errors import UserError, as_written, file_error
 
 # ---- checks shared by the readers ------------------------------------------------------
 
@@ -42,7 +42,7 @@ def check_finite(array: np.ndarray, file, name: str) -> None:
         index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
         where = index[0] if len(index) == 1 else index
         raise UserError(f"{file}: array \"{name}\" has {int(bad.sum())} NaN or infinite "
-                        f"value(s), the first at index {where} ({array[index]!r}); "
+                        f"value(s), the first at index {where} ({as_written(array[index])}); "
                         f"clean the data before training on it")
 
 

@@ -40,6 +40,11 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
     return default
 
 
+def launched() -> bool:
+    """Whether an MPI launcher started this process (`mpirun -n 1` included)."""
+    return any(name in os.environ for name in _SIZE_VARS)
+
+
 def launched_size() -> int:
     """How many processes the MPI launcher started (1 without a launcher)."""
     return _env_int(_SIZE_VARS, 1)

@@ -5,7 +5,8 @@ Inputs, files or folders (a folder: the files below it with a known suffix, sort
     .png .jpg .jpeg .bmp .gif .tif .tiff .webp .pgm .ppm   one sample each, read by Pillow and
         converted to the net's input: gray (C = 1 or no channel axis) or RGB (C = 3), resized
         to its H x W (bilinear), pixel values 0-255, as a Data layer stores images
-    .npy   an array of samples (N, ...) or one sample, raw as the data set stores them
+    .npy   an array of samples (N, ...) or one sample, raw as the data set stores them; for a
+           net of gray images (1, H, W) also (N, H, W) and (H, W), as MNIST-style data is kept
     .npz   the array named after the net's input (or the only one), and the labels when an
            array is named as the training data's labels
     .csv   a header row; the training CSV's columns, the label column optional
@@ -120,6 +121,9 @@ class Predictor:
             return self._array_samples(file, x, labels)
         if suffix == ".csv":
             return self._csv_samples(file)
+        if suffix not in IMAGE_SUFFIXES:
+            raise UserError(f"{file}: not an input predict reads: images "
+                            f"({' '.join(IMAGE_SUFFIXES)}), .npy, .npz or .csv")
         self._image_shape(file)
         return Samples(str(file), [str(file)],
                        lambda: (self._read_image(file)[None], None))
@@ -129,7 +133,13 @@ class Predictor:
             raise UserError(f"{file}: holds {x.dtype} values; samples must be numbers")
         check_finite(x, file, "samples")
         nd = len(self.sample_shape)
-        if x.ndim == nd:
+        gray = nd == 3 and self.sample_shape[0] == 1  # (1, H, W): IDX and MNIST-style arrays
+        if gray and x.ndim == 3 and x.shape[1:] == self.sample_shape[1:] and \
+                x.shape != self.sample_shape:
+            x = x[:, None]  # (N, H, W) gray images, as Fashion-MNIST stores them
+        elif gray and x.shape == self.sample_shape[1:]:
+            x = x[None, None]  # one (H, W) gray image
+        elif x.ndim == nd:
             x = x[None]  # one sample
         elif x.ndim != nd + 1:
             raise UserError(f"{file}: an array of shape {x.shape}; net input {self.input} "

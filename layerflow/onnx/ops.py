@@ -320,7 +320,7 @@ def batch_norm(layer, g):
         f = 0.0 if sf == 0 else 1.0 / sf
         mean = np.asarray(p["mean"].data, np.float64) * f
         var = np.asarray(p["variance"].data, np.float64) * f
-        gamma, beta = g.const(np.ones(c)), g.const(np.zeros(c))
+        gamma = beta = None
         scale = g.next_layer()
         if scale is not None and _is_channel_scale(scale, c):
             # Caffe's BatchNorm + Scale pair: gamma and beta of one BatchNormalization
@@ -329,16 +329,24 @@ def batch_norm(layer, g):
                 beta = scale.param("bias")
             y = scale.tops[0]
             g.absorb(scale)
+        # ones and zeros only where no Scale gives them: an unused constant is an initializer
+        # that ONNX Runtime warns about when it loads the model
+        gamma = g.const(np.ones(c)) if gamma is None else gamma
+        beta = g.const(np.zeros(c)) if beta is None else beta
         g.node("BatchNormalization", [x, gamma, beta, g.const(mean), g.const(var)], [y],
                epsilon=eps)
         return
-    axes = g.const(np.asarray([0] + list(range(2, len(shape))), np.int64))
-    mu = g.node("ReduceMean", [x, axes], keepdims=1) if g.opset >= 18 else \
-        g.node("ReduceMean", [x], keepdims=1, axes=[0] + list(range(2, len(shape))))
+    reduced = [0] + list(range(2, len(shape)))
+
+    def mean(v):  # the axes are an input from opset 18 on, an attribute before
+        if g.opset >= 18:
+            return g.node("ReduceMean", [v, g.const(np.asarray(reduced, np.int64))], keepdims=1)
+        return g.node("ReduceMean", [v], keepdims=1, axes=reduced)
+
+    mu = mean(x)
     d = g.node("Sub", [x, mu])
     sq = g.node("Mul", [d, d])
-    var = g.node("ReduceMean", [sq, axes], keepdims=1) if g.opset >= 18 else \
-        g.node("ReduceMean", [sq], keepdims=1, axes=[0] + list(range(2, len(shape))))
+    var = mean(sq)
     std = g.node("Sqrt", [g.node("Add", [var, g.const(eps)])])
     g.node("Div", [d, std], [y])
 

@@ -75,6 +75,8 @@ def test_layerflow_test_with_iterations_and_json(cli, tiny):
     assert re.fullmatch(r"loss = [0-9.e-]+", lines[0])
     assert re.fullmatch(r"accuracy = [0-9.e-]+", lines[1])
     assert lines[2].startswith("(3 batches, ")
+    result = cli.ok(cli.invoke("test", tiny.net, "--weights", w, "--iterations", 1))
+    assert result.stdout.splitlines()[2].startswith("(1 batch, ")
     result = cli.ok(cli.invoke("test", tiny.net, "--weights", w, "--iterations", 2, "--json"))
     report = json.loads(result.stdout)
     assert report["iterations"] == 2

@@ -113,7 +113,7 @@ def test_read_idx_short_header_corrupt_gzip_and_missing_file(tmp_path):
 def test_read_idx_nan_is_refused(tmp_path):
     x = np.zeros((4, 2), np.float32)
     x[2, 1] = np.nan
-    with pytest.raises(UserError, match=r"f\.idx: array \"data\" .*NaN.*index \(2, 1\)"):
+    with pytest.raises(UserError, match=r"f\.idx: array \"data\" .*NaN.*index \(2, 1\) \(nan\);"):
         data.read_idx(write_idx(tmp_path / "f.idx", x))
 
 
@@ -155,7 +155,7 @@ def test_read_npz_nan_strings_npy_and_garbage(tmp_path):
     x = np.ones((5, 3))
     x[3, 0] = np.inf
     np.savez(path, data=x)
-    with pytest.raises(UserError, match=r'd\.npz: array "data" .*index \(3, 0\)'):
+    with pytest.raises(UserError, match=r'd\.npz: array "data" .*index \(3, 0\) \(inf\);'):
         data.read_npz(path, ["data"])
     np.savez(path, data=np.array(["a", "b"]))
     with pytest.raises(UserError, match=r'array "data" has dtype <U1'):

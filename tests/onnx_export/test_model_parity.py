@@ -57,6 +57,9 @@ def test_model_onnx_matches_deploy_forward(path, record_property):
     randomize_params(net, seed=3)
     model = to_onnx(net)
     onnx.checker.check_model(model, full_check=True)
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [init.name for init in model.graph.initializer if init.name not in used]
+    assert not unused, f"initializers no node reads (ONNX Runtime warns about each): {unused}"
     worst = max_diff(net, model, raw_inputs(net, seed=4), batches=(1, 7))
     record_property("max_abs_diff", worst)
     print(f"{path.parent.name}/{path.name}: max |onnx - layerflow| = {worst:.3g}")

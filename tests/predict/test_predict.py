@@ -88,6 +88,34 @@ def test_one_sample_npy(gray, cli, tmp_path):
     expect_top(rows, gray.probs(gray.images[2:3]), 2)
 
 
+def test_when_every_input_fails_nothing_claims_results(gray, cli, tmp_path):
+    r = gray.run(cli, tmp_path / "nothere.npy")
+    assert r.code == 2
+    assert "samples in" not in r.out
+    assert r.err.strip().splitlines()[-1] == "1 input(s) failed; nothing was predicted"
+
+
+def test_a_file_of_another_kind_is_named_as_such(gray, cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    r = gray.run(cli, tmp_path / "notes.txt")
+    assert r.code == 2
+    assert f"{tmp_path / 'notes.txt'}: not an input predict reads: images (.png" in r.err
+
+
+def test_gray_images_without_their_channel_axis(gray, cli, tmp_path):
+    """(N, H, W) and one (H, W) array for a net of (1, H, W) gray images: how IDX files and
+    MNIST-style arrays hold them; the same predictions as with the channel axis."""
+    np.save(tmp_path / "many.npy", gray.images[:, 0])  # (6, 5, 4)
+    np.save(tmp_path / "one.npy", gray.images[4, 0])  # (5, 4)
+    r = gray.run(cli, tmp_path / "many.npy", tmp_path / "one.npy", "--json", "--top-k", "3")
+    assert r.code == 0, r.err
+    rows, summary = records(r.out)
+    assert [row["input"] for row in rows] == (
+        [f"{tmp_path / 'many.npy'}[{i}]" for i in range(6)] + [f"{tmp_path / 'one.npy'}[0]"])
+    expect_top(rows, gray.probs(np.concatenate([gray.images, gray.images[4:5]])), 3)
+    assert summary["failed"] == []
+
+
 def test_npz_with_labels_gives_accuracy(gray, cli, tmp_path):
     np.savez(tmp_path / "x.npz", data=gray.images, label=gray.labels)
     r = gray.run(cli, tmp_path / "x.npz", "--json", "--top-k", "2")
