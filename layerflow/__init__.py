@@ -8,12 +8,18 @@ The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
 import os as _os
 
 # Numba's parallel kernels (prange) run on GNU OpenMP's threads, the GEMMs on OpenBLAS's own.
-# Under OpenMP's default wait policy its idle threads spin after each parallel region and hold
-# the cores that OpenBLAS's threads need next, and OpenBLAS's spinning threads do the same to
-# them: on 2 cores a LeNet training step took 27 ms, 15 ms with PASSIVE (idle threads sleep;
-# `python benchmarks/bench_cnn.py --profile`). libgomp reads the variable when it is loaded, at
-# Numba's first parallel kernel, which comes after this import. A value the user set wins.
+# Idle threads of both spin by default (OpenMP's for a while after each parallel region,
+# OpenBLAS's for 2^28 cycles, about 0.1 s, after each GEMM) and hold the cores that the other
+# pool's threads need next. Both are told to sleep at once instead: on 2 cores a LeNet training
+# step took 27 ms with the defaults, 13-15 ms with OMP_WAIT_POLICY=PASSIVE, 8-10 ms with
+# OPENBLAS_THREAD_TIMEOUT=4 too (2^4 cycles); CIFAR-10 quick 121, 110 and 67-74 ms; the MLPs'
+# steps did not change (`python benchmarks/bench_cnn.py --profile`,
+# `benchmarks/step_breakdown.py`). libgomp and SciPy's OpenBLAS read the variables when they
+# are loaded, at Numba's first parallel kernel and at the first GEMM, after this import (a
+# program that imported scipy.linalg before layerflow keeps OpenBLAS's default). A value the
+# user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .errors import UserError
 from .fillers import FillerSpec, fill
