@@ -103,29 +103,22 @@ def gemm(a, b, c, trans_a, trans_b, alpha, beta):
         # (784, 512), batch-1 inference, 174 us against 20 us.
         if beta == 0:
             c[:] = 0  # BLAS may compute beta * c, and 0 * NaN is NaN: c must not be read
-        if m == 1:
-            # c.T (n) = op(b).T (n, k) @ the k values of a; b is column-major (k, n) when
-            # trans_b (row-major (n, k)), else column-major (n, k)
-            if trans_b:
-                status = _xxgemv(kind, _T, k, n, _address(scalars[0:1]), _address(b), k,
-                                 _address(a), _address(scalars[1:2]), _address(c))
-            else:
-                status = _xxgemv(kind, _N, n, k, _address(scalars[0:1]), _address(b), n,
-                                 _address(a), _address(scalars[1:2]), _address(c))
+        # c's values = op(matrix) @ the k values of the other operand, where the matrix is b
+        # (c one row: c.T = op(b).T @ a.T) or a (c one column). Row-major, the matrix is
+        # column-major (k, length) when it is transposed in that product, else (length, k).
+        length = n if m == 1 else m
+        matrix, vector = (b, a) if m == 1 else (a, b)
+        transposed = trans_b if m == 1 else not trans_a
+        if transposed:
+            status = _xxgemv(kind, _T, k, length, _address(scalars[0:1]), _address(matrix), k,
+                             _address(vector), _address(scalars[1:2]), _address(c))
         else:
-            # c (m) = op(a) (m, k) @ the k values of b; a is column-major (k, m) unless trans_a
-            if trans_a:
-                status = _xxgemv(kind, _N, m, k, _address(scalars[0:1]), _address(a), m,
-                                 _address(b), _address(scalars[1:2]), _address(c))
-            else:
-                status = _xxgemv(kind, _T, k, m, _address(scalars[0:1]), _address(a), k,
-                                 _address(b), _address(scalars[1:2]), _address(c))
-        if status != 0:
-            raise RuntimeError("gemm: no BLAS (SciPy's cython_blas) available")
-        return
-    status = _xxgemm(kind, _T if trans_b else _N, _T if trans_a else _N, n, m, k,
-                     _address(scalars[0:1]), _address(b), b.shape[1], _address(a), a.shape[1],
-                     _address(scalars[1:2]), _address(c), n)
+            status = _xxgemv(kind, _N, length, k, _address(scalars[0:1]), _address(matrix),
+                             length, _address(vector), _address(scalars[1:2]), _address(c))
+    else:
+        status = _xxgemm(kind, _T if trans_b else _N, _T if trans_a else _N, n, m, k,
+                         _address(scalars[0:1]), _address(b), b.shape[1], _address(a),
+                         a.shape[1], _address(scalars[1:2]), _address(c), n)
     if status != 0:
         raise RuntimeError("gemm: no BLAS (SciPy's cython_blas) available")
 
