@@ -1,9 +1,10 @@
 """layerflow: Caffe's workflow in Python. YAML nets of Numba-jitted layers.
 
-The names a plugin author needs are here: `Layer`, `Param`, `register_layer`,
-`register_solver`, `register_lr_policy`, `register_source` (with `DataSource`, in
-`layerflow.sources`), `register_onnx` (a layer's ONNX export, see `layerflow.onnx`),
-`FillerSpec`, `fill`, `UserError`, `gradcheck`. Using a trained model: `deploy_net`.
+The names a plugin author needs are here: `Layer` (`NeuronLayer` for an elementwise one),
+`Param`, `register_layer`, `register_solver`, `register_lr_policy`, `register_source` (with
+`DataSource`, in `layerflow.sources`), `register_onnx` (a layer's ONNX export, see
+`layerflow.onnx`), `FillerSpec`, `fill`, `UserError`, `gradcheck`. Using a trained model:
+`deploy_net`.
 """
 import os as _os
 
@@ -25,7 +26,7 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from .errors import UserError
 from .fillers import FillerSpec, fill
-from .layer import Layer, NoParams, Param
+from .layer import Layer, NeuronLayer, NoParams, Param
 # Imported eagerly so that `layerflow.gradcheck` is the function, not its module.
 from .gradcheck import GradcheckResult, check_layer, gradcheck
 from .registry import (register_layer, register_lr_policy, register_onnx, register_solver,
@@ -48,6 +49,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'layerflow' has no attribute {name!r}")
 
 
-__all__ = ["UserError", "FillerSpec", "fill", "Layer", "NoParams", "Param", "register_layer",
-           "register_lr_policy", "register_onnx", "register_solver", "register_source", "Net",
-           "Solver", "deploy_net", "gradcheck", "check_layer", "GradcheckResult", "__version__"]
+__all__ = ["UserError", "FillerSpec", "fill", "Layer", "NeuronLayer", "NoParams", "Param",
+           "register_layer", "register_lr_policy", "register_onnx", "register_solver",
+           "register_source", "Net", "Solver", "deploy_net", "gradcheck", "check_layer",
+           "GradcheckResult", "__version__"]

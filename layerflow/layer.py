@@ -290,3 +290,54 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{self.type} {self.name}>"
+
+
+class NeuronLayer(Layer):
+    """Base of the elementwise layers: one bottom x, one top y of x's shape, and each element
+    of y a function of the element of x at the same place, y = f(x) (Caffe's NeuronLayer:
+    ReLU, Sigmoid, TanH, AbsVal, ...).
+
+    A subclass writes its Numba kernels over flat arrays and calls them from two methods; the
+    base keeps the buffers (y and dx, both of x's shape, new on every reshape), keeps x for the
+    backward pass, and runs no backward when the bottom takes no gradient:
+
+        forward_kernel(x, y)                y = f(x)
+        backward_kernel(x, y, dout, dx)     dx = dout * f'(x), from x or from y = f(x),
+                                            whichever is cheaper (Sigmoid: y (1 - y))
+
+    x, y, dout, dx: 1-D views of the same length and dtype (a non-contiguous bottom is
+    copied). `flops_per_element`: forward operations per element, for `summary`.
+    """
+
+    flops_per_element: ClassVar[int] = 1
+
+    def forward_kernel(self, x: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def backward_kernel(self, x: np.ndarray, y: np.ndarray, dout: np.ndarray,
+                        dx: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        self.top = np.zeros(shape, self.dtype)
+        self.dx = np.zeros(shape, self.dtype)
+        return [shape]
+
+    def forward(self, bottoms):
+        # an in-place top (top: x) is a new blob version with its own buffer in layerflow, so
+        # the x kept here is never overwritten before backward (Caffe forbids in-place for
+        # the layers whose backward reads x; here it is always allowed)
+        self.x = bottoms[0]
+        self.forward_kernel(self.x.reshape(-1), self.top.reshape(-1))
+        return [self.top]
+
+    def backward(self, top_diffs):
+        if not self.propagate_down[0]:
+            return [None]
+        self.backward_kernel(self.x.reshape(-1), self.top.reshape(-1),
+                             top_diffs[0].reshape(-1), self.dx.reshape(-1))
+        return [self.dx]
+
+    def flops(self, bottom_shapes):
+        return self.flops_per_element * int(np.prod(bottom_shapes[0]))

@@ -8,10 +8,9 @@ Source: Caffe's src/caffe/layers/absval_layer.cpp.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -37,25 +36,12 @@ def absval_backward(x, dout, dx):
 
 
 @register_layer
-class AbsVal(Layer):
+class AbsVal(NeuronLayer):
     kink = 0.0
+    flops_per_element = 1
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        absval_forward(x, y)
 
-    def forward(self, bottoms):
-        self.x = bottoms[0]
-        absval_forward(self.x.reshape(-1), self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        absval_backward(self.x.reshape(-1), top_diffs[0].reshape(-1), self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        absval_backward(x, dout, dx)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -39,24 +39,11 @@ def bnll_backward(x, dout, dx):
 
 
 @register_layer
-class BNLL(Layer):
+class BNLL(NeuronLayer):
+    flops_per_element = 4
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        bnll_forward(x, y)
 
-    def forward(self, bottoms):
-        self.x = bottoms[0]
-        bnll_forward(self.x.reshape(-1), self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        bnll_backward(self.x.reshape(-1), top_diffs[0].reshape(-1), self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 4 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        bnll_backward(x, dout, dx)

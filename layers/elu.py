@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -38,30 +38,16 @@ class ELUParams(BaseModel):
 
 
 @register_layer
-class ELU(Layer):
+class ELU(NeuronLayer):
     Params = ELUParams
     kink = 0.0
+    flops_per_element = 3
 
     def setup(self, bottom_shapes):
         self.alpha = self.dtype.type(self.p.alpha)
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        elu_forward(x, self.alpha, y)
 
-    def forward(self, bottoms):
-        self.x = bottoms[0]
-        elu_forward(self.x.reshape(-1), self.alpha, self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        elu_backward(self.x.reshape(-1), self.top.reshape(-1), top_diffs[0].reshape(-1),
-                     self.alpha, self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 3 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        elu_backward(x, y, dout, self.alpha, dx)

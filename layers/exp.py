@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -46,8 +46,9 @@ class ExpParams(BaseModel):
 
 
 @register_layer
-class Exp(Layer):
+class Exp(NeuronLayer):
     Params = ExpParams
+    flops_per_element = 3
 
     def setup(self, bottom_shapes):
         base, scale, shift = self.p.base, self.p.scale, self.p.shift
@@ -58,22 +59,8 @@ class Exp(Layer):
             outer = np.exp(shift) if base == -1 else np.power(base, shift)
         self.outer = t(1.0 if shift == 0 else outer)
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        exp_forward(x, self.inner, self.outer, y)
 
-    def forward(self, bottoms):
-        exp_forward(bottoms[0].reshape(-1), self.inner, self.outer, self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        exp_backward(self.top.reshape(-1), top_diffs[0].reshape(-1), self.inner,
-                     self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 3 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        exp_backward(y, dout, self.inner, dx)

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True, error_model="numpy")
@@ -48,8 +48,9 @@ class LogParams(BaseModel):
 
 
 @register_layer
-class Log(Layer):
+class Log(NeuronLayer):
     Params = LogParams
+    flops_per_element = 3
 
     def setup(self, bottom_shapes):
         ln_base = 1.0 if self.p.base == -1 else math.log(self.p.base)
@@ -58,24 +59,8 @@ class Log(Layer):
         self.base_scale = t(1.0 / ln_base)
         self.num_scale = t(self.p.scale / ln_base)
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        log_forward(x, self.scale, self.shift, self.base_scale, y)
 
-    def forward(self, bottoms):
-        self.x = bottoms[0]
-        log_forward(self.x.reshape(-1), self.scale, self.shift, self.base_scale,
-                    self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        log_backward(self.x.reshape(-1), top_diffs[0].reshape(-1), self.scale, self.shift,
-                     self.num_scale, self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 3 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        log_backward(x, dout, self.scale, self.shift, self.num_scale, dx)

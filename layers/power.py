@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True, error_model="numpy")
@@ -60,8 +60,9 @@ class PowerParams(BaseModel):
 
 
 @register_layer
-class Power(Layer):
+class Power(NeuronLayer):
     Params = PowerParams
+    flops_per_element = 3
 
     def setup(self, bottom_shapes):
         t = self.dtype.type
@@ -72,30 +73,14 @@ class Power(Layer):
             with np.errstate(all="ignore"):  # shift = 0 with a negative power: inf, as Caffe
                 self.value = t(1) if self.p.power == 0 else self.shift ** self.power
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
-
-    def forward(self, bottoms):
-        self.x = bottoms[0]
+    def forward_kernel(self, x, y):
         if self.constant:
-            self.top.fill(self.value)
+            y.fill(self.value)
         else:
-            power_forward(self.x.reshape(-1), self.power, self.scale, self.shift,
-                          self.top.reshape(-1))
-        return [self.top]
+            power_forward(x, self.power, self.scale, self.shift, y)
 
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
+    def backward_kernel(self, x, y, dout, dx):
         if self.constant:
-            self.dx.fill(0)
+            dx.fill(0)
         else:
-            power_backward(self.x.reshape(-1), self.top.reshape(-1), top_diffs[0].reshape(-1),
-                           self.power, self.scale, self.shift, self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 3 * int(np.prod(bottom_shapes[0]))
+            power_backward(x, y, dout, self.power, self.scale, self.shift, dx)

@@ -5,11 +5,10 @@ The gradient at x == 0 is taken as negative_slope (the kink).
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -32,29 +31,15 @@ class ReLUParams(BaseModel):
 
 
 @register_layer
-class ReLU(Layer):
+class ReLU(NeuronLayer):
     Params = ReLUParams
+    flops_per_element = 1
 
     def setup(self, bottom_shapes):
         self.slope = self.dtype.type(self.p.negative_slope)
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        relu_forward(x, self.slope, y)
 
-    def forward(self, bottoms):
-        self.x = bottoms[0]
-        relu_forward(self.x.reshape(-1), self.slope, self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        relu_backward(self.x.reshape(-1), top_diffs[0].reshape(-1), self.slope,
-                      self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        relu_backward(x, dout, self.slope, dx)

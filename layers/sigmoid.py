@@ -1,15 +1,14 @@
 """Sigmoid: y = 1 / (1 + exp(-x)), elementwise.
 
-Shapes: top has the bottom's shape. Backward: dx = dout * y * (1 - y), from the cached output y
-(the input is not kept). exp is only ever taken of a non-positive number, so no overflow for
-large |x| in float32.
+Shapes: top has the bottom's shape. Backward: dx = dout * y * (1 - y), from the cached output y.
+exp is only ever taken of a non-positive number, so no overflow for large |x| in float32.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -37,24 +36,12 @@ def sigmoid_backward(y, dout, dx):
 
 
 @register_layer
-class Sigmoid(Layer):
+class Sigmoid(NeuronLayer):
     probabilities = True
+    flops_per_element = 4
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        sigmoid_forward(x, y)
 
-    def forward(self, bottoms):
-        sigmoid_forward(bottoms[0].reshape(-1), self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        sigmoid_backward(self.top.reshape(-1), top_diffs[0].reshape(-1), self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 4 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        sigmoid_backward(y, dout, dx)

@@ -1,7 +1,7 @@
 """TanH: y = tanh(x), elementwise.
 
-Shapes: top has the bottom's shape. Backward: dx = dout * (1 - y^2), from the cached output y
-(the input is not kept). tanh saturates to +-1 for large |x|, never overflows (float32 too).
+Shapes: top has the bottom's shape. Backward: dx = dout * (1 - y^2), from the cached output y.
+tanh saturates to +-1 for large |x|, never overflows (float32 too).
 Source: Caffe's src/caffe/layers/tanh_layer.cpp.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -28,23 +28,11 @@ def tanh_backward(y, dout, dx):
 
 
 @register_layer
-class TanH(Layer):
+class TanH(NeuronLayer):
+    flops_per_element = 4
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
-        return [shape]
+    def forward_kernel(self, x, y):
+        tanh_forward(x, y)
 
-    def forward(self, bottoms):
-        tanh_forward(bottoms[0].reshape(-1), self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        if not self.propagate_down[0]:
-            return [None]
-        tanh_backward(self.top.reshape(-1), top_diffs[0].reshape(-1), self.dx.reshape(-1))
-        return [self.dx]
-
-    def flops(self, bottom_shapes):
-        return 4 * int(np.prod(bottom_shapes[0]))
+    def backward_kernel(self, x, y, dout, dx):
+        tanh_backward(y, dout, dx)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from layerflow import Layer, UserError, register_layer
-from layerflow.transformer import TransformKeys, Transformer, as_chw, sample_mean  # noqa: F401
+from layerflow.transformer import TransformKeys, Transformer, as_chw
 
 
 @register_layer

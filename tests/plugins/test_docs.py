@@ -32,3 +32,34 @@ def test_guide_names_what_the_public_api_exports():
     assert '[project.entry-points."layerflow.layers"]' in toml
     assert 'Swish = "layerflow_swish:Swish"' in toml and 'Swish = "layerflow_swish:Swish"' \
         in text
+
+
+def test_the_guides_neuron_layer_example_trains_and_checks():
+    """The guide's NeuronLayer example (Softsign) is a whole working layer: its forward is
+    y = x / (1 + |x|) and its backward passes a float64 gradient check, with nothing but the
+    two kernels written (the base class keeps the buffers and x)."""
+    import numpy as np
+    from numba import njit
+
+    import layerflow
+    from layerflow import NeuronLayer, check_layer
+
+    block = next(b for b in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+                 if "class Softsign(NeuronLayer)" in b)
+    # register_layer as the identity: the example must not stay in the process's registry;
+    # and no Numba cache: code run by exec has no module to cache it for
+    scope = {"njit": lambda *a, **kw: njit(*a, **{**kw, "cache": False}),
+             "NeuronLayer": NeuronLayer, "register_layer": lambda cls: cls}
+    exec(compile(block, str(GUIDE), "exec"), scope)
+    softsign = scope["Softsign"]
+    assert "NeuronLayer" in layerflow.__all__
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5))
+    layer = softsign("softsign", dtype=np.float64)
+    layer.propagate_down = [True]
+    assert layer.build([x.shape]) == [x.shape]
+    (y,) = layer.forward([x])
+    np.testing.assert_allclose(y, x / (1 + np.abs(x)), rtol=1e-15)
+    assert layer.flops([x.shape]) == 3 * x.size
+    # softsign's derivative 1 / (1 + |x|)^2 is continuous at 0: no kink to skip
+    check_layer(softsign, [x]).assert_ok()
