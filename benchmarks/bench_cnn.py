@@ -42,19 +42,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from harness import (LR, MOMENTUM, WEIGHT_DECAY, cpu_model, launch, matmul_peaks,
+                     numba_threading_layer, sgd_solver, thread_env, thread_pools,
+                     torch_sgd_step, versions)
+
 HERE = Path(__file__).resolve().parent
-LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 NUM_BATCHES = 8  # distinct batches, cycled
 CHECK_STEPS = 10  # loss curves compared over these first steps (also the warm-up)
 INFER_WARMUP = 3
@@ -149,11 +149,7 @@ def layerflow_nets(spec, weights, workdir: Path):
     """(solver, test-phase net sharing nothing) built from the spec, weights copied in."""
     import layerflow as lf
 
-    (workdir / "net.yaml").write_text(layerflow_yaml(spec))
-    (workdir / "solver.yaml").write_text(
-        f"net: net.yaml\ntype: SGD\nbase_lr: {LR}\nmomentum: {MOMENTUM}\n"
-        f"weight_decay: {WEIGHT_DECAY}\nlr_policy: fixed\nmax_iter: 100000000\nrandom_seed: 1\n")
-    solver = lf.Solver.from_yaml(workdir / "solver.yaml")
+    solver = sgd_solver(workdir, layerflow_yaml(spec))
     named = {f"{r['name']}.{k}": weights[f"{r['name']}.{k}"]
              for r in layer_shapes(spec) if "weight" in r for k in ("weight", "bias")}
     copied = solver.net.copy_from(named)
@@ -210,22 +206,10 @@ def torch_trainer(spec, weights, threads):
 
     torch.set_num_threads(threads)
     model = torch_model(spec, weights)
-    # torch's v = m v + (g + wd w), w -= lr v equals Caffe's v = m v + lr (g + wd w), w -= v
-    # at a fixed lr.
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    loss_fn = torch.nn.CrossEntropyLoss()
     b = spec["batch"]
     xb, yb = torch.empty((b,) + spec["input"]), torch.empty(b, dtype=torch.int64)
+    step = torch_sgd_step(model, xb, yb)
     infer_model = torch_model(spec, weights).eval()
-
-    def step(x, y):
-        xb.copy_(x)
-        yb.copy_(y)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-        return loss.item()
 
     def forward(x, y):
         xb.copy_(x)
@@ -536,97 +520,7 @@ def _gemm_loop(*a):  # replaced by the jitted loop on first use
     return _gemm_loop(*a)
 
 
-def numba_threading_layer() -> str:
-    import numba
-
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return "none started"
-
-
-def thread_pools() -> list[dict]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    return [{"api": i["internal_api"], "lib": Path(i["filepath"]).name,
-             "threads": i["num_threads"], "arch": i.get("architecture")}
-            for i in threadpool_info()]
-
-
-def peak_worker(args) -> None:
-    """Best float32 matrix-multiply rate (GFLOP/s) of numpy's BLAS and of torch."""
-    out = {}
-    sizes = (1024, 2048) if args.quick else (1024, 2048, 3072)
-    best = 0.0
-    for n in sizes:
-        a = np.random.default_rng(0).random((n, n), np.float32)
-        b = np.random.default_rng(1).random((n, n), np.float32)
-        c = np.empty((n, n), np.float32)
-        for _ in range(2 if n > 2048 else 5):
-            np.dot(a, b, c)
-            t = time.perf_counter()
-            np.dot(a, b, c)
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    out["numpy"] = best
-    import torch
-    torch.set_num_threads(args.threads)
-    best = 0.0
-    for n in sizes:
-        a, b, c = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
-        for _ in range(2 if n > 2048 else 5):
-            torch.mm(a, b, out=c)
-            t = time.perf_counter()
-            torch.mm(a, b, out=c)
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    out["torch"] = best
-    print(json.dumps(out))
-
-
 # ---- the driver ------------------------------------------------------------------------------
-
-def thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    for k in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
-
-
-def busy_seconds() -> float:
-    """CPU-seconds spent busy by every process of the machine so far (/proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def launch(argv: list[str], env: dict, retries: int = 0, max_load: float = 0.3) -> dict:
-    """Run one worker; record the load other processes put on the machine meanwhile; repeat a
-    run above `max_load` cores up to `retries` times and keep the least disturbed."""
-    import resource
-
-    best = None
-    for _ in range(retries + 1):
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
-        ru0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds(), \
-            time.perf_counter()
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        ru1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds()
-        if res.returncode != 0:
-            raise SystemExit(f"benchmark worker failed: {' '.join(argv)}\n{res.stderr[-3000:]}")
-        rec = json.loads(res.stdout.strip().splitlines()[-1])
-        own = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        rec["other_load"] = max(0.0, (busy1 - busy0 - own) / wall)
-        if best is None or rec["other_load"] < best["other_load"]:
-            best = rec
-        if rec["other_load"] <= max_load:
-            break
-    return best
-
 
 def make_data(folder: Path) -> None:
     """Random batches and the shared initial weights, one file per net."""
@@ -642,26 +536,6 @@ def make_data(folder: Path) -> None:
                 arrays[f"{r['name']}.weight"] = rng.uniform(-a, a, r["weight"]).astype(np.float32)
                 arrays[f"{r['name']}.bias"] = np.zeros(r["weight"][0], np.float32)
         np.savez(folder / f"{name}.npz", **arrays)
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("numba", "scipy", "torch"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            out[mod] = "not installed"
-    return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def fmt_rate(x: float) -> str:
@@ -684,21 +558,22 @@ def run(args) -> None:
             print(f"== {threads} thread(s)", flush=True)
             peak = {}
             if frameworks:
-                peak = launch(["--worker", "peak", "--threads", str(threads)]
+                peak = launch(__file__, ["--worker", "peak", "--threads", str(threads)]
                               + (["--quick"] if args.quick else []), env, retries=args.retries)
                 peak.pop("other_load", None)
                 print(f"   matmul peak GFLOP/s: {peak}", flush=True)
             runs: dict = {}
             for net in nets:  # fill the Numba cache: not counted
-                launch(["--worker", "layerflow", "--net", net, "--threads", str(threads),
-                        "--iters", "1", "--infer-iters", "1", "--data", str(tmp / f"{net}.npz")],
-                       env)
+                launch(__file__, ["--worker", "layerflow", "--net", net, "--threads",
+                                  str(threads), "--iters", "1", "--infer-iters", "1", "--data",
+                                  str(tmp / f"{net}.npz")], env)
             for r in range(reps):
                 for net in nets:
                     for fw in frameworks:
-                        rec = launch(["--worker", fw, "--net", net, "--threads", str(threads),
-                                      "--iters", str(iters[net][0]), "--infer-iters",
-                                      str(iters[net][1]), "--data", str(tmp / f"{net}.npz")],
+                        rec = launch(__file__, ["--worker", fw, "--net", net, "--threads",
+                                                str(threads), "--iters", str(iters[net][0]),
+                                                "--infer-iters", str(iters[net][1]), "--data",
+                                                str(tmp / f"{net}.npz")],
                                      env, retries=args.retries)
                         runs.setdefault((net, fw), []).append(rec)
                         print(f"   rep {r} {net:14s} {fw:9s} train "
@@ -707,9 +582,10 @@ def run(args) -> None:
                               f"{rec['other_load']:.2f}", flush=True)
             profiles = {}
             for net in nets:
-                profiles[net] = launch(["--worker", "profile", "--net", net, "--threads",
-                                        str(threads), "--iters", str(iters[net][0] // 3),
-                                        "--data", str(tmp / f"{net}.npz")], env,
+                profiles[net] = launch(__file__, ["--worker", "profile", "--net", net,
+                                                  "--threads", str(threads), "--iters",
+                                                  str(iters[net][0] // 3), "--data",
+                                                  str(tmp / f"{net}.npz")], env,
                                        retries=args.retries)
                 print(f"   profile {net}: step {profiles[net]['step_ms']:.2f} ms", flush=True)
             results[threads] = (peak, runs, profiles)
@@ -792,7 +668,7 @@ def profile_table(prof, spec, peak_best) -> list[str]:
 
 
 def report(results, frameworks, reps, iters, nets, loads, args) -> str:
-    v = versions()
+    v = versions(("numba", "scipy", "torch"))
     lines = ["# CNN training and inference: layerflow vs PyTorch CPU vs a plain numpy im2col loop",
              "", f"Written by `python benchmarks/bench_cnn.py{' --quick' if args.quick else ''}` "
                  f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
@@ -931,8 +807,7 @@ def main() -> None:
             write_section(Path(args.out) if args.out else HERE / "RESULTS.md", text)
         return
     if args.worker == "peak":
-        args.threads = int(args.threads)
-        peak_worker(args)
+        print(json.dumps(matmul_peaks(int(args.threads), args.quick)))
     elif args.worker == "profile":
         args.threads = int(args.threads)
         profile_worker(args)

@@ -33,14 +33,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import cpu_model, launch, peak_rss_mb, thread_env
 
 # name: (net, batch, C in, C out, image size, kernel, pad, needs the data gradient)
 LAYERS = {
@@ -51,6 +50,7 @@ LAYERS = {
     "cifar3": ("CIFAR-10 quick conv3", 100, 32, 64, 8, 5, 2, True),
 }
 FRAMEWORKS = ("layerflow", "torch")
+RETRIES = 2  # a worker disturbed by more than --max-load is run again up to this many times
 
 
 def step_flops(name: str) -> int:
@@ -173,7 +173,7 @@ def worker(args) -> None:
         rec["numba_threading_layer"] = numba.threading_layer()
         control = _blas_thread_control()
         rec["blas_threads"] = control[0]() if control else None
-    rec["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rec["rss_mb"] = peak_rss_mb()
     print(json.dumps(rec))
 
 
@@ -203,60 +203,6 @@ def peak_worker(args) -> None:
 
 # ---- the driver ----------------------------------------------------------------------------
 
-def thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    for k in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
-
-
-def busy_seconds() -> float:
-    """CPU-seconds spent busy by every process of the machine so far (/proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_quiet(max_load: float, max_wait: float) -> None:
-    """Wait (at most max_wait seconds) until other processes keep fewer than max_load cores
-    busy over one second: the machine is shared, and a worker started during someone else's
-    burst measures that burst."""
-    deadline = time.perf_counter() + max_wait
-    while True:
-        busy0 = busy_seconds()
-        time.sleep(1.0)
-        if busy_seconds() - busy0 <= max_load or time.perf_counter() > deadline:
-            return
-
-
-def launch(argv: list[str], env: dict, max_load: float, retries: int = 2,
-           max_wait: float = 0.0) -> dict:
-    """Run one worker; keep the least disturbed of up to 1 + retries attempts."""
-    best = None
-    for _ in range(retries + 1):
-        if max_wait > 0:
-            wait_for_quiet(max_load, max_wait)
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
-        ru0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds(), \
-            time.perf_counter()
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        ru1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds()
-        if res.returncode != 0:
-            raise SystemExit(f"worker failed: {' '.join(argv)}\n{res.stderr[-3000:]}")
-        rec = json.loads(res.stdout.strip().splitlines()[-1])
-        own = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        rec["other_load"] = max(0.0, (busy1 - busy0 - own) / wall)
-        if best is None or rec["other_load"] < best["other_load"]:
-            best = rec
-        if rec["other_load"] <= max_load:
-            break
-    return best
-
-
 def agreement(recs) -> str:
     """Largest relative difference between layerflow's and torch's outputs and gradients."""
     lf = next((r for r in recs if r["framework"] == "layerflow"), None)
@@ -280,7 +226,8 @@ def run(args) -> None:
     seconds = 0.6 if args.quick else 1.5
     lines = [f"# Convolution layer: layerflow vs torch.nn.functional.conv2d (forward + backward)",
              "", f"Measured by `python benchmarks/bench_conv.py{' --quick' if args.quick else ''}`"
-             f" on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu_name()}, "
+             f" on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+             f"{cpu_model(unknown='unknown CPU')}, "
              f"{os.cpu_count()} logical CPUs; python {platform.python_version()}, numpy "
              f"{np.__version__}.", "",
              f"Median of {reps} fresh processes per cell (min-max in brackets), {args.warmup} "
@@ -288,13 +235,15 @@ def run(args) -> None:
     for threads in [int(t) for t in args.threads.split(",")]:
         env = thread_env(threads)
         peak = statistics.median(
-            launch(["--peak"], env, args.max_load, max_wait=args.max_wait)["peak_gflops"]
+            launch(__file__, ["--peak"], env, retries=RETRIES, max_load=args.max_load,
+                   max_wait=args.max_wait)["peak_gflops"]
             for _ in range(3))
         lines += [f"## {threads} thread(s)", "",
                   f"GEMM peak (layerflow.blas.gemm, float32, n = 2048, best of 8, median of 3 "
                   f"processes): {peak:.0f} GFLOP/s", "",
                   "| layer | shape | framework | step ms | range | CPU ms | fwd ms | layerflow x | "
-                  "GFLOP/s | % peak | other load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "GFLOP/s | % peak | other load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         print("\n".join(lines[-5:]), flush=True)
         meta = {}
         for name in names:
@@ -304,7 +253,8 @@ def run(args) -> None:
                 for f in frameworks:
                     argv = ["--worker", f, "--layer", name, "--threads", str(threads),
                             "--warmup", str(args.warmup), "--seconds", str(seconds)]
-                    recs[f].append(launch(argv, env, args.max_load, max_wait=args.max_wait))
+                    recs[f].append(launch(__file__, argv, env, retries=RETRIES,
+                                          max_load=args.max_load, max_wait=args.max_wait))
             medians = {f: statistics.median(r["step_ms"] for r in rs) for f, rs in recs.items()}
             shape = (f"{n}x{c}x{size}x{size} -> {o}, k{k}" + (f" pad{pad}" if pad else "") +
                      ("" if needs_dx else ", no dx"))
@@ -330,16 +280,6 @@ def run(args) -> None:
         print(lines[-2], flush=True)
     if args.write:
         Path(args.write).write_text("\n".join(lines) + "\n")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

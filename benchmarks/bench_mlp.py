@@ -30,20 +30,19 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from harness import (LR, MOMENTUM, WEIGHT_DECAY, MLP_SIZES as SIZES, launch, matmul_peaks,
+                     mlp_net_yaml, numba_threading_layer, peak_rss_mb, sgd_solver, thread_env,
+                     thread_pools, torch_sgd_step, versions)
+
 HERE = Path(__file__).resolve().parent
-SIZES = [((784, 100, 10), 64), ((784, 512, 512, 10), 128), ((784, 2048, 2048, 10), 512)]
-LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 NUM_BATCHES = 16  # distinct batches, cycled
 CHECK_STEPS = 10  # loss curve compared over these first steps
 FRAMEWORKS = ("layerflow", "torch", "numpy")
@@ -58,30 +57,10 @@ def step_flops(sizes, batch) -> int:
     return 6 * batch * p - 2 * batch * sizes[0] * sizes[1]
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 # ---- the three training steps ------------------------------------------------------------
 
 def layerflow_trainer(sizes, batch, weights, workdir):
-    import layerflow as lf
-
-    lines = ["name: bench_mlp", "layers:",
-             f"  - {{name: data, type: Input, top: [data, label], "
-             f"shape: [[{batch}, {sizes[0]}], [{batch}]]}}"]
-    bottom = "data"
-    for i, h in enumerate(sizes[1:], 1):
-        lines.append(f"  - {{name: ip{i}, type: InnerProduct, bottom: {bottom}, num_output: {h}}}")
-        bottom = f"ip{i}"
-        if i < len(sizes) - 1:
-            lines.append(f"  - {{name: relu{i}, type: ReLU, bottom: {bottom}, top: {bottom}}}")
-    lines.append(f"  - {{name: loss, type: SoftmaxLoss, bottom: [{bottom}, label]}}")
-    (workdir / "net.yaml").write_text("\n".join(lines) + "\n")
-    (workdir / "solver.yaml").write_text(
-        f"net: net.yaml\ntype: SGD\nbase_lr: {LR}\nmomentum: {MOMENTUM}\n"
-        f"weight_decay: {WEIGHT_DECAY}\nlr_policy: fixed\nmax_iter: 100000000\nrandom_seed: 1\n")
-    solver = lf.Solver.from_yaml(workdir / "solver.yaml")
+    solver = sgd_solver(workdir, mlp_net_yaml(sizes, batch))
     net = solver.net
     copied = net.copy_from({f"ip{i + 1}.{k}": weights[f"{k[0]}{i}"]
                             for i in range(len(sizes) - 1) for k in ("weight", "bias")})
@@ -107,21 +86,8 @@ def torch_trainer(sizes, batch, weights, threads):
         if i < len(sizes) - 2:
             mods.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*mods)
-    # torch's form v = m v + (g + wd w), w -= lr v equals Caffe's v = m v + lr (g + wd w),
-    # w -= v at a fixed lr.
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    loss_fn = torch.nn.CrossEntropyLoss()
     xb, yb = torch.empty(batch, sizes[0]), torch.empty(batch, dtype=torch.int64)
-
-    def step(x, y):
-        xb.copy_(x)  # the batch into the model's input buffer, as layerflow's feed does
-        yb.copy_(y)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
+    return torch_sgd_step(model, xb, yb)
 
 
 def numpy_trainer(sizes, batch, weights):
@@ -183,18 +149,18 @@ def worker(args) -> None:
             import numba
             import layerflow  # noqa: F401
 
-            rec["rss_import_mb"] = rss_mb()
+            rec["rss_import_mb"] = peak_rss_mb()
             step = layerflow_trainer(sizes, batch, weights, Path(tmp))
             ys = [y.astype(np.float32) for y in ys]
         elif args.worker == "torch":
             import torch
 
-            rec["rss_import_mb"] = rss_mb()
+            rec["rss_import_mb"] = peak_rss_mb()
             step = torch_trainer(sizes, batch, weights, threads)
             xs = [torch.from_numpy(x) for x in xs]
             ys = [torch.from_numpy(y.astype(np.int64)) for y in ys]
         else:
-            rec["rss_import_mb"] = rss_mb()
+            rec["rss_import_mb"] = peak_rss_mb()
             step = numpy_trainer(sizes, batch, weights)
             ys = [y.astype(np.int64) for y in ys]
         losses = [step(xs[0], ys[0])]
@@ -210,7 +176,7 @@ def worker(args) -> None:
                 step(xs[j], ys[j])
             rec["seconds"] = time.perf_counter() - t
             rec["samples_per_s"] = args.iters * batch / rec["seconds"]
-    rec["rss_peak_mb"] = rss_mb()
+    rec["rss_peak_mb"] = peak_rss_mb()
     rec["thread_pools"] = thread_pools()
     if args.worker == "layerflow":
         rec["numba_threading_layer"] = numba_threading_layer()  # before get_num_threads starts it
@@ -220,108 +186,7 @@ def worker(args) -> None:
     print(json.dumps(rec))
 
 
-def thread_pools() -> list[dict]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    return [{"api": i["internal_api"], "lib": Path(i["filepath"]).name,
-             "threads": i["num_threads"], "arch": i.get("architecture")}
-            for i in threadpool_info()]
-
-
-def numba_threading_layer() -> str:
-    import numba
-
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel kernel ran: start the layer to see which one it is
-        @numba.njit(parallel=True, cache=False)
-        def touch(x):
-            for i in numba.prange(x.size):
-                x[i] += 1
-        touch(np.zeros(4))
-        return numba.threading_layer() + ", no parallel kernel ran"
-
-
-def peak_worker(args) -> None:
-    """Best float32 matrix-multiply rate (GFLOP/s) of numpy's BLAS and of torch."""
-    out = {}
-    sizes = (1024, 2048, 3072) if not args.quick else (1024, 2048)
-    best = 0.0
-    for n in sizes:
-        a = np.random.default_rng(0).random((n, n), np.float32)
-        b = np.random.default_rng(1).random((n, n), np.float32)
-        c = np.empty((n, n), np.float32)
-        for _ in range(2 if n > 2048 else 5):
-            np.dot(a, b, c)
-            t = time.perf_counter()
-            np.dot(a, b, c)
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    out["numpy"] = best
-    try:
-        import torch
-    except ImportError:
-        print(json.dumps(out))
-        return
-    torch.set_num_threads(args.threads)
-    best = 0.0
-    for n in sizes:
-        a, b, c = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
-        for _ in range(2 if n > 2048 else 5):
-            torch.mm(a, b, out=c)
-            t = time.perf_counter()
-            torch.mm(a, b, out=c)
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    out["torch"] = best
-    print(json.dumps(out))
-
-
 # ---- the driver --------------------------------------------------------------------------
-
-def thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    for k in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
-
-
-def busy_seconds() -> float:
-    """CPU-seconds spent busy by every process of the machine so far (/proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def launch(argv: list[str], env: dict, retries: int = 0, max_load: float = 0.3) -> dict:
-    """Run one worker; record the load other processes put on the machine meanwhile.
-
-    The shared host is sometimes busy with other work. A run during which other processes
-    kept more than `max_load` cores busy is repeated (up to `retries` times, the same rule for
-    every framework) and the least disturbed attempt is kept; its load is reported.
-    """
-    best = None
-    for _ in range(retries + 1):
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--t0", repr(time.time())]
-        ru0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds(), \
-            time.perf_counter()
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        ru1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds()
-        if res.returncode != 0:
-            raise SystemExit(f"benchmark worker failed: {' '.join(argv)}\n{res.stderr[-3000:]}")
-        rec = json.loads(res.stdout.strip().splitlines()[-1])
-        own = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        rec["other_load"] = max(0.0, (busy1 - busy0 - own) / wall)
-        if best is None or rec["other_load"] < best["other_load"]:
-            best = rec
-        if rec["other_load"] <= max_load:
-            break
-    return best
-
 
 def make_data(path: Path) -> str:
     """Batches (the first Fashion-MNIST training images, or random) and initial weights."""
@@ -350,21 +215,6 @@ def make_data(path: Path) -> str:
         sub.update({k.rsplit("_", 1)[0]: v for k, v in arrays.items() if k.endswith(f"_{s}")})
         np.savez(path / f"data{s}.npz", **sub)
     return source
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("numba", "scipy", "torch", "threadpoolctl"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            out[mod] = "not installed"
-    try:
-        from importlib.metadata import version
-        out["layerflow"] = version("layerflow")
-    except Exception:
-        out["layerflow"] = "?"
-    return out
 
 
 def cpu_info() -> dict:
@@ -407,8 +257,8 @@ def run(args) -> None:
         for threads in threads_list:
             env = thread_env(threads)
             print(f"== {threads} thread(s)", flush=True)
-            peak = launch(["--worker", "peak", "--threads", str(threads)]
-                          + (["--quick"] if args.quick else []), env)
+            peak = launch(__file__, ["--worker", "peak", "--threads", str(threads)]
+                          + (["--quick"] if args.quick else []), env, send_t0=True)
             peak.pop("other_load", None)
             print(f"   matmul peak GFLOP/s: {peak}", flush=True)
             runs: dict = {}
@@ -418,25 +268,28 @@ def run(args) -> None:
                     cache = tmp / f"cold_{threads}_{s}_{r}"
                     cache.mkdir()
                     e = dict(env, NUMBA_CACHE_DIR=str(cache))
-                    rec = launch(["--worker", "layerflow", "--size", str(s), "--threads",
-                                  str(threads), "--iters", "0", "--warmup", "1",
-                                  "--data", str(tmp / f"data{s}.npz")], e)
+                    rec = launch(__file__, ["--worker", "layerflow", "--size", str(s),
+                                            "--threads", str(threads), "--iters", "0", "--warmup",
+                                            "1", "--data", str(tmp / f"data{s}.npz")], e,
+                                 send_t0=True)
                     runs.setdefault((s, "cold"), []).append(rec)
                     shutil.rmtree(cache, ignore_errors=True)
                     print(f"   size {s} layerflow cold first iteration "
                           f"{rec['first_iter_s']:.2f} s", flush=True)
             for s in chosen:  # fill the warm cache: these runs are not counted
-                launch(["--worker", "layerflow", "--size", str(s), "--threads", str(threads),
-                        "--iters", "0", "--warmup", "1", "--data", str(tmp / f"data{s}.npz")],
-                       dict(env, NUMBA_CACHE_DIR=str(warm_cache)))
+                launch(__file__, ["--worker", "layerflow", "--size", str(s), "--threads",
+                                  str(threads), "--iters", "0", "--warmup", "1", "--data",
+                                  str(tmp / f"data{s}.npz")],
+                       dict(env, NUMBA_CACHE_DIR=str(warm_cache)), send_t0=True)
             for r in range(reps):
                 for s in chosen:
                     for fw in frameworks:
                         e = dict(env, NUMBA_CACHE_DIR=str(warm_cache))
-                        rec = launch(["--worker", fw, "--size", str(s), "--threads",
-                                      str(threads), "--iters", str(iters[s]), "--warmup",
-                                      str(warmup), "--data", str(tmp / f"data{s}.npz")], e,
-                                     retries=args.retries)
+                        rec = launch(__file__, ["--worker", fw, "--size", str(s), "--threads",
+                                                str(threads), "--iters", str(iters[s]),
+                                                "--warmup", str(warmup), "--data",
+                                                str(tmp / f"data{s}.npz")], e,
+                                     retries=args.retries, send_t0=True)
                         runs.setdefault((s, fw), []).append(rec)
                         print(f"   rep {r} size {s} {fw:9s} {fmt_rate(rec['samples_per_s'])} "
                               f"samples/s, first iter {rec['first_iter_s']:.2f} s, "
@@ -454,7 +307,8 @@ def _has_torch() -> bool:
 
 
 def write_report(results, source, frameworks, reps, cold_reps, iters, args) -> str:
-    v, cpu = versions(), cpu_info()
+    v = versions(("numba", "scipy", "torch", "threadpoolctl"), packages=("layerflow",))
+    cpu = cpu_info()
     lines = ["# MLP training step: layerflow vs PyTorch CPU vs a plain numpy loop", "",
              f"Written by `python benchmarks/bench_mlp.py{' --quick' if args.quick else ''}"
              f"{f' --sizes {args.sizes}' if args.sizes else ''}` "
@@ -590,8 +444,7 @@ def main() -> None:
     if not all(0 <= i < len(SIZES) for i in args.size_list):
         ap.error(f"--sizes: indices are 0..{len(SIZES) - 1}")
     if args.worker == "peak":
-        args.threads = int(args.threads)
-        peak_worker(args)
+        print(json.dumps(matmul_peaks(int(args.threads), args.quick)))
     elif args.worker:
         args.threads = int(args.threads)
         args.t0 = args.t0 or time.time()

@@ -37,13 +37,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from harness import launch, thread_env
 
 POOL_CASES = [
     ("cifar10_quick pool1", (100, 32, 32, 32), "MAX", 3, 2),
@@ -182,42 +181,12 @@ def worker(framework, threads, iters, cases):
     print(json.dumps({"results": results, "info": info}))
 
 
-def busy_seconds():
-    """CPU-seconds every process of the machine has spent busy so far (/proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()[1:9]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def run_worker(framework, threads, iters, cases, retries, max_load=0.3):
-    """One worker process; `load` = cores other processes kept busy meanwhile. A run above
-    `max_load` is repeated up to `retries` times (the same rule for both frameworks) and the
-    least disturbed one kept."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    best = None
-    for _ in range(retries + 1):
-        ru0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds(), \
-            time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--worker", framework, str(threads),
-                              str(iters), json.dumps(cases)], env=env, capture_output=True,
-                             text=True)
-        wall = time.perf_counter() - t0
-        ru1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds()
-        if out.returncode != 0:
-            raise SystemExit(f"worker {framework} {threads} failed:\n{out.stderr[-3000:]}")
-        data = json.loads(out.stdout.strip().splitlines()[-1])
-        own = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        data["load"] = max(0.0, (busy1 - busy0 - own) / wall)
-        if best is None or data["load"] < best["load"]:
-            best = data
-        if data["load"] <= max_load:
-            break
-    return best
+def run_worker(framework, threads, iters, cases, retries):
+    """One worker process (harness.launch): a run during which other processes kept more than
+    0.3 cores busy is repeated up to `retries` times (the same rule for both frameworks) and
+    the least disturbed one kept; its "other_load" is those cores."""
+    return launch(__file__, ["--worker", framework, str(threads), str(iters), json.dumps(cases)],
+                  thread_env(threads), retries=retries)
 
 
 # ---- checks, then the timings --------------------------------------------------------------
@@ -274,7 +243,7 @@ def main():
             runs[key].append(run_worker(key[0], key[1], iters, CASES, args.retries))
     for t in thread_counts:
         lf_info = runs[("layerflow", t)][0]["info"]
-        loads = [r["load"] for fw in ("layerflow", "torch") for r in runs[(fw, t)]]
+        loads = [r["other_load"] for fw in ("layerflow", "torch") for r in runs[(fw, t)]]
         print(f"\n## {t} thread(s)\n")
         print(f"numba {lf_info['threads']} ({lf_info['threading_layer']}), torch "
               f"{runs[('torch', t)][0]['info']['threads']}; cores kept busy by other processes "

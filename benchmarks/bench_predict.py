@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import thread_env
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODELS = {"mlp": ROOT / "models" / "fashion_mnist_mlp" / "net.yaml",
@@ -160,13 +162,6 @@ def worker(args) -> None:
                 model(torch.from_numpy(x_all[s: s + args.batch].astype(np.float32)))
             out["forward"] = len(x_all) / (time.perf_counter() - t0)
     print(json.dumps(out))
-
-
-def thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    for k in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
-    return env
 
 
 def launch(argv, env) -> dict:

@@ -19,27 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZES = [((784, 100, 10), 64), ((784, 512, 512, 10), 128), ((784, 2048, 2048, 10), 512)]
-
-
-def build(sizes, batch, folder: Path):
-    import layerflow as lf
-
-    lines = ["name: bench_mlp", "layers:",
-             f"  - {{name: data, type: Input, top: [data, label], "
-             f"shape: [[{batch}, {sizes[0]}], [{batch}]]}}"]
-    bottom = "data"
-    for i, h in enumerate(sizes[1:], 1):
-        lines.append(f"  - {{name: ip{i}, type: InnerProduct, bottom: {bottom}, num_output: {h}}}")
-        bottom = f"ip{i}"
-        if i < len(sizes) - 1:
-            lines.append(f"  - {{name: relu{i}, type: ReLU, bottom: {bottom}, top: {bottom}}}")
-    lines.append(f"  - {{name: loss, type: SoftmaxLoss, bottom: [{bottom}, label]}}")
-    (folder / "net.yaml").write_text("\n".join(lines) + "\n")
-    (folder / "solver.yaml").write_text(
-        "net: net.yaml\ntype: SGD\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n"
-        "lr_policy: fixed\nmax_iter: 100000000\nrandom_seed: 1\n")
-    return lf.Solver.from_yaml(folder / "solver.yaml")
+from harness import MLP_SIZES, THREAD_VARS, mlp_net_yaml, sgd_solver
 
 
 def main() -> None:
@@ -53,10 +33,10 @@ def main() -> None:
     print(f"layerflow at {Path(__import__('layerflow').__file__).parent}, "
           f"{args.threads} thread(s)")
     print(f"{'size':<18}{'step ms':>10}{'fwd+bwd ms':>12}{'solver passes ms':>18}{'share':>8}")
-    for sizes, batch in SIZES:
+    for sizes, batch in MLP_SIZES:
         steps = max(5, int(2e9 / (6 * batch * sum(a * b for a, b in zip(sizes, sizes[1:])))))
         with tempfile.TemporaryDirectory() as tmp:
-            solver = build(sizes, batch, Path(tmp))
+            solver = sgd_solver(Path(tmp), mlp_net_yaml(sizes, batch))
             net = solver.net
             x = rng.random((batch, sizes[0]), dtype=np.float32)
             y = rng.integers(0, sizes[-1], batch).astype(np.float32)
@@ -84,7 +64,6 @@ def main() -> None:
 if __name__ == "__main__":
     if "--threads" in sys.argv:
         n = sys.argv[sys.argv.index("--threads") + 1]
-        for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                    "MKL_NUM_THREADS"):
+        for var in THREAD_VARS:
             os.environ[var] = n
     main()
