@@ -27,52 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from layerflow import UserError, register_layer
 from layerflow.layers.labels import (ClassifierLayer, Normalization, normalization_field,
                                      normalizer)
-
-
-@njit(cache=True, error_model="numpy")
-def softmax_forward(x, prob):
-    """prob (outer, C, inner) = softmax over axis 1 of x (outer, C, inner), max subtracted.
-
-    inner == 1 goes row by row; otherwise the loops over classes run across the contiguous
-    inner axis, with the running max and sum of every position in a buffer.
-    """
-    outer, c, inner = x.shape
-    one = x.dtype.type(1)
-    if inner == 1:
-        for o in range(outer):
-            m = x[o, 0, 0]
-            for j in range(1, c):
-                if x[o, j, 0] > m:
-                    m = x[o, j, 0]
-            s = x.dtype.type(0)
-            for j in range(c):
-                e = np.exp(x[o, j, 0] - m)
-                prob[o, j, 0] = e
-                s += e
-            inv = one / s
-            for j in range(c):
-                prob[o, j, 0] *= inv
-        return
-    m = np.empty(inner, x.dtype)
-    s = np.empty(inner, x.dtype)
-    for o in range(outer):
-        for i in range(inner):
-            m[i] = x[o, 0, i]
-            s[i] = 0
-        for j in range(1, c):
-            for i in range(inner):
-                if x[o, j, i] > m[i]:
-                    m[i] = x[o, j, i]
-        for j in range(c):
-            for i in range(inner):
-                e = np.exp(x[o, j, i] - m[i])
-                prob[o, j, i] = e
-                s[i] += e
-        for i in range(inner):
-            s[i] = one / s[i]
-        for j in range(c):
-            for i in range(inner):
-                prob[o, j, i] *= s[i]
+from layerflow.layers.softmax import softmax_forward
 
 
 @njit(cache=True, error_model="numpy")
@@ -189,6 +144,7 @@ class InfogainLoss(ClassifierLayer):
     def reshape_scores(self, scores):
         self.prob = np.zeros(scores, self.dtype)
         self.dx = np.zeros(scores, self.dtype)
+        self.scratch = np.zeros((2, self.inner), self.dtype)  # Softmax's running max and sum
 
     def forward(self, bottoms):
         x, label = bottoms[:2]
@@ -196,7 +152,7 @@ class InfogainLoss(ClassifierLayer):
         self.h = self.h_file if len(bottoms) == 2 else bottoms[2].reshape(c, c)
         self.label = self.labels(label, self.p.ignore_label)
         prob = self.scores3(self.prob)
-        softmax_forward(self.scores3(x), prob)
+        softmax_forward(self.scores3(x), prob, self.scratch)
         loss, count = infogain_loss_forward(prob, self.label, self.h, self.ignore)
         self.norm = normalizer(self.mode, self.outer, self.inner, count)
         self.top[()] = loss / self.norm
