@@ -213,6 +213,8 @@ def schema(
     from layerflow.tools.schema import schema as engine_schema
 
     result = run(engine_schema, kind.value, plugins=plugin)
+    if "$comment" in result:  # installed plugins that failed to load
+        typer.echo(f"warning: {result['$comment']}", err=True)
     text = json.dumps(result, indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)

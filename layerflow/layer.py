@@ -157,6 +157,15 @@ class Layer:
         into `param.grad`."""
         raise NotImplementedError
 
+    @classmethod
+    def unimplemented(cls) -> list[str]:
+        """The contract's methods this class leaves to the base, which only raises: `reshape`
+        and `forward`, and `backward` unless `has_backward` is False. `register_layer`
+        refuses a class that leaves any, so the mistake shows when the plugin loads, not as
+        a NotImplementedError in the middle of a run."""
+        needed = ["reshape", "forward"] + (["backward"] if cls.has_backward else [])
+        return [m for m in needed if getattr(cls, m) is getattr(Layer, m)]
+
     def build(self, bottom_shapes) -> list[tuple[int, ...]]:
         """`setup` then `reshape`, as the net does at build time; returns the top shapes.
 
@@ -310,6 +319,15 @@ class NeuronLayer(Layer):
     """
 
     flops_per_element: ClassVar[int] = 1
+
+    @classmethod
+    def unimplemented(cls) -> list[str]:
+        """The kernel methods missing: each of forward_kernel and backward_kernel is needed
+        unless the class overrides the forward (resp. backward) that calls it."""
+        return [kernel for method, kernel in (("forward", "forward_kernel"),
+                                              ("backward", "backward_kernel"))
+                if getattr(cls, method) is getattr(NeuronLayer, method)
+                and getattr(cls, kernel) is getattr(NeuronLayer, kernel)]
 
     def forward_kernel(self, x: np.ndarray, y: np.ndarray) -> None:
         raise NotImplementedError

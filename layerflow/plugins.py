@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import keyword
 import sys
+import traceback
 import zlib
 from pathlib import Path
 
@@ -161,7 +162,24 @@ def _exec(name: str, path: Path, search: list[str] | None = None):
 
 def _load_error(label: str, exc: Exception) -> UserError:
     """The UserError for a plugin that failed to import: its own UserError keeps its message,
-    anything else (the plugin's bug) is named with its type."""
+    anything else (the plugin's bug) is named with its type and where it happened: the
+    plugin's line that was running (the first frame past the import machinery), and the line
+    that raised when that is another (a library the plugin called). A SyntaxError names its
+    own line already."""
     if isinstance(exc, UserError):
         return UserError(f"{label}: {exc}")
-    return UserError(f"{label} failed to load: {type(exc).__name__}: {exc}")
+    where = ""
+    if not isinstance(exc, SyntaxError):
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<frozen")
+                  and Path(f.filename).resolve().parent != _HERE]
+        if frames:
+            first, last = frames[0], frames[-1]
+            where = f" ({Path(first.filename).name}, line {first.lineno}"
+            if (last.filename, last.lineno) != (first.filename, first.lineno):
+                where += f"; raised in {last.filename}, line {last.lineno}"
+            where += ")"
+    return UserError(f"{label} failed to load: {type(exc).__name__}: {exc}{where}")
+
+
+_HERE = Path(__file__).resolve().parent  # layerflow's own frames (this module's) are skipped

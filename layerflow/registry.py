@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import inspect
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError, did_you_mean
@@ -161,9 +163,11 @@ class Registry:
             for k in (key, *aliases):
                 old = self._types.get(self._aliases.get(k, k))
                 if old is not None and old is not obj and not _same_definition(old, obj):
+                    first = self._origin[self._aliases.get(k, k)]
+                    if first == where:  # one file defines the name twice: say by what
+                        first, where = _definition(old), f"{_definition(obj)}, both in {where}"
                     raise UserError(f"{self.kind} type \"{k}\" is registered twice: by "
-                                    f"{self._origin[self._aliases.get(k, k)]} and by {where}; "
-                                    f"rename one of them")
+                                    f"{first} and by {where}; rename one of them")
             if key not in self._types:
                 self._origin[key] = where
             self._types[key] = obj
@@ -346,10 +350,42 @@ def register_layer(name_or_cls=None, *, aliases: tuple[str, ...] = ()):
 
     Use as `@register_layer`, `@register_layer("Name")` or
     `@register_layer(aliases=("CaffeName",))`.
+
+    Raises UserError, naming the class and where it is defined, for anything that is not a
+    `layerflow.Layer` subclass and for a class that leaves a method of the contract
+    unimplemented (`Layer.unimplemented`).
     """
-    if isinstance(name_or_cls, type):
-        return LAYERS.register(aliases=aliases)(name_or_cls)
-    return LAYERS.register(name_or_cls, aliases=aliases)
+    name = None if isinstance(name_or_cls, type) else name_or_cls
+
+    def deco(cls):
+        _check_layer_class(cls)
+        return LAYERS.register(name, aliases=aliases)(cls)
+
+    return deco(name_or_cls) if isinstance(name_or_cls, type) else deco
+
+
+def _definition(obj: Any) -> str:
+    """`Name (file.py, line N)`: where a class or function is defined, as far as known."""
+    label = getattr(obj, "__qualname__", repr(obj))
+    try:
+        file, line = inspect.getsourcefile(obj), inspect.getsourcelines(obj)[1]
+        label += f" ({Path(file).name}, line {line})"
+    except (TypeError, OSError):
+        pass  # defined where no source is kept (an interactive session): the name alone
+    return label
+
+
+def _check_layer_class(cls: Any) -> None:
+    from .layer import Layer  # the contract; layer.py does not import the registry back
+
+    label = _definition(cls)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise UserError(f"@register_layer on {label}: a layer type must be a subclass of "
+                        f"layerflow.Layer (or layerflow.NeuronLayer)")
+    missing = cls.unimplemented()
+    if missing:
+        raise UserError(f"layer class {label} does not implement {', '.join(missing)}: "
+                        f"see the layer contract in docs/writing-a-layer.md")
 
 
 def register_solver(name_or_cls=None):

@@ -29,18 +29,31 @@ def schema(kind: str = "net", plugins: list[str] | None = None) -> dict:
     raise UserError(f"schema: unknown kind {kind!r}; use net or solver")
 
 
-def _load(kind: str, plugins):
+def _load(kind: str, plugins, left_out: dict[str, str]):
+    """The registry of `kind` with every installed plugin loaded; a plugin type that fails to
+    load is left out of the schema and recorded in `left_out` (name -> error)."""
     from ..plugins import load_plugins
     from ..registry import REGISTRIES
 
     load_plugins(plugins)
     registry = REGISTRIES[kind]
-    registry.load_all()  # a plugin failing to load is left out (layerflow layers names it)
+    left_out.update(registry.load_all())
     return registry
 
 
+def _finish(out: dict, title: str, left_out: dict[str, str]) -> dict:
+    """The schema document; types left out are named in its `$comment` (JSON Schema's note to
+    readers), which `layerflow schema` also prints as a warning."""
+    doc = {"$schema": DIALECT, **out, "title": title}
+    if left_out:
+        doc["$comment"] = "left out, failed to load: " + "; ".join(
+            f"{name}: {error}" for name, error in sorted(left_out.items()))
+    return doc
+
+
 def net_schema(plugins: list[str] | None = None) -> dict:
-    registry = _load("layer", plugins)
+    left_out: dict[str, str] = {}
+    registry = _load("layer", plugins, left_out)
     members = []
     for name, cls in registry.items():
         own = {k: (f.annotation, f) for k, f in cls.params_model({}).model_fields.items()
@@ -65,7 +78,7 @@ def net_schema(plugins: list[str] | None = None) -> dict:
             for key in ("bottom", "top", "include", "exclude", "param", "loss_weight"):
                 if key in defn["properties"]:
                     defn["properties"][key] = _single_or_list(defn["properties"][key])
-    return {"$schema": DIALECT, **out, "title": "layerflow net"}
+    return _finish(out, "layerflow net", left_out)
 
 
 def _single_or_list(prop: dict) -> dict:
@@ -83,10 +96,11 @@ def _single_or_list(prop: dict) -> dict:
 
 
 def solver_schema(plugins: list[str] | None = None) -> dict:
-    solvers = _load("solver", plugins).names()
-    policies = _load("lr_policy", None).names()
+    left_out: dict[str, str] = {}
+    solvers = _load("solver", plugins, left_out).names()
+    policies = _load("lr_policy", None, left_out).names()
     out = SolverSpec.model_json_schema()
     props = out["properties"]
     props["type"] = {**props["type"], "enum": solvers}
     props["lr_policy"] = {**props["lr_policy"], "enum": policies}
-    return {"$schema": DIALECT, **out, "title": "layerflow solver"}
+    return _finish(out, "layerflow solver", left_out)

@@ -24,8 +24,9 @@ def test_guide_names_what_the_public_api_exports():
     import layerflow
 
     text = GUIDE.read_text()
-    for name in ("Layer", "register_layer", "Param", "FillerSpec", "fill", "UserError",
-                 "gradcheck", "check_layer", "register_solver", "register_lr_policy"):
+    for name in ("Layer", "NeuronLayer", "register_layer", "Param", "FillerSpec", "fill",
+                 "UserError", "gradcheck", "check_layer", "register_solver",
+                 "register_lr_policy", "register_onnx", "register_source"):
         assert f"`{name}`" in text, name
         assert hasattr(layerflow, name), name
     toml = (EXAMPLE / "pyproject.toml").read_text()
@@ -34,22 +35,25 @@ def test_guide_names_what_the_public_api_exports():
         in text
 
 
-def test_the_guides_neuron_layer_example_trains_and_checks():
+def test_the_guides_neuron_layer_example_trains_and_checks(monkeypatch):
     """The guide's NeuronLayer example (Softsign) is a whole working layer: its forward is
     y = x / (1 + |x|) and its backward passes a float64 gradient check, with nothing but the
     two kernels written (the base class keeps the buffers and x)."""
+    import numba
     import numpy as np
     from numba import njit
 
     import layerflow
-    from layerflow import NeuronLayer, check_layer
+    from layerflow import check_layer
 
     block = next(b for b in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
                  if "class Softsign(NeuronLayer)" in b)
-    # register_layer as the identity: the example must not stay in the process's registry;
-    # and no Numba cache: code run by exec has no module to cache it for
-    scope = {"njit": lambda *a, **kw: njit(*a, **{**kw, "cache": False}),
-             "NeuronLayer": NeuronLayer, "register_layer": lambda cls: cls}
+    # the block's own imports, run with register_layer as the identity (the example must not
+    # stay in the process's registry) and without Numba's cache (code run by exec has no
+    # module to cache it for)
+    monkeypatch.setattr(layerflow, "register_layer", lambda cls: cls)
+    monkeypatch.setattr(numba, "njit", lambda *a, **kw: njit(*a, **{**kw, "cache": False}))
+    scope = {}
     exec(compile(block, str(GUIDE), "exec"), scope)
     softsign = scope["Softsign"]
     assert "NeuronLayer" in layerflow.__all__

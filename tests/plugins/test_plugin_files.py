@@ -175,10 +175,16 @@ def test_a_file_named_like_an_installed_module_does_not_shadow_it(tmp_path):
 
 
 @pytest.mark.parametrize("source,shown", [
-    ("def broken(:\n", "SyntaxError"),
-    ("import numpy\nnumpy.no_such_function()\n", "AttributeError"),
+    ("def broken(:\n", "SyntaxError: invalid syntax (bad_plugin.py, line 1)"),
+    ("import numpy\n\nnumpy.no_such_function()\n",
+     "AttributeError: module 'numpy' has no attribute 'no_such_function' (bad_plugin.py, "
+     "line 3; raised in "),
+    ("import math\n\n\nSCALE = 1 / math.floor(0.5)\n",
+     "ZeroDivisionError: division by zero (bad_plugin.py, line 4)\n"),
 ])
 def test_every_import_failure_is_a_clean_error(tmp_path, cli, source, shown):
+    """The message names the plugin's line that was running and, when the error came from a
+    library it called, the line that raised there."""
     (tmp_path / "bad_plugin.py").write_text(source)
     (tmp_path / "net.yaml").write_text(NET)
     r = cli("summary", tmp_path / "net.yaml", "--plugin", tmp_path / "bad_plugin.py")
@@ -186,6 +192,56 @@ def test_every_import_failure_is_a_clean_error(tmp_path, cli, source, shown):
     assert r.err.startswith(f"error: --plugin: plugin {tmp_path / 'bad_plugin.py'} failed to "
                             f"load: {shown}")
     assert "bad_plugin" not in sys.modules  # a fixed file loads later in the same process
+
+
+@pytest.mark.parametrize("source,shown", [
+    # a NeuronLayer without its backward kernel
+    ("from layerflow import NeuronLayer, register_layer\n\n\n@register_layer\n"
+     "class Halve(NeuronLayer):\n    def forward_kernel(self, x, y):\n        y[:] = x / 2\n",
+     "layer class Halve (contract_plugin.py, line 4) does not implement backward_kernel"),
+    # a Layer without reshape and backward
+    ("from layerflow import Layer, register_layer\n\n\n@register_layer(\"Halve\")\n"
+     "class Halve(Layer):\n    def forward(self, bottoms):\n        return [bottoms[0] / 2]\n",
+     "layer class Halve (contract_plugin.py, line 4) does not implement reshape, backward"),
+    # not a layer at all
+    ("from layerflow import register_layer\n\n\n@register_layer\nclass Halve:\n    pass\n",
+     "@register_layer on Halve (contract_plugin.py, line 4): a layer type must be a subclass "
+     "of layerflow.Layer"),
+])
+def test_a_class_that_breaks_the_layer_contract_is_refused_when_it_loads(tmp_path, cli, source,
+                                                                         shown):
+    """Not a NotImplementedError in the middle of a run: the plugin does not load, and the
+    message names the class, its file and line, and what is missing. Nothing is registered."""
+    (tmp_path / "contract_plugin.py").write_text(source)
+    (tmp_path / "net.yaml").write_text(NET)
+    r = cli("summary", tmp_path / "net.yaml", "--plugin", tmp_path / "contract_plugin.py")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert r.err.startswith(f"error: --plugin: plugin {tmp_path / 'contract_plugin.py'}: "
+                            f"{shown}"), r.err
+    assert "Halve" not in LAYERS
+
+
+def test_a_layer_without_gradient_needs_no_backward():
+    """has_backward = False (Accuracy, data layers) makes backward optional, not the rest."""
+    from layerflow import Layer, NeuronLayer
+
+    class Probe(Layer):
+        has_backward = False
+
+        def reshape(self, bottom_shapes):
+            return [()]
+
+        def forward(self, bottoms):
+            return [bottoms[0].sum()]
+
+    assert Probe.unimplemented() == []
+    assert type("NoForward", (Probe,), {"forward": Layer.forward}).unimplemented() == ["forward"]
+    # a NeuronLayer may write forward (or backward) itself instead of the kernel
+    own = type("Own", (NeuronLayer,), {"forward": lambda self, b: b,
+                                        "backward_kernel": lambda self, *a: None})
+    assert own.unimplemented() == []
+    assert type("Bare", (NeuronLayer,), {}).unimplemented() == ["forward_kernel",
+                                                                "backward_kernel"]
 
 
 def test_a_failing_package_init_names_the_plugin(tmp_path):
@@ -197,3 +253,29 @@ def test_a_failing_package_init_names_the_plugin(tmp_path):
                                         r"RuntimeError: init fails"):
         load_plugin(str(pkg / "layer.py"))
     assert "brokenpkg" not in sys.modules and "brokenpkg.layer" not in sys.modules
+
+
+def test_one_file_registering_a_name_twice_names_both_classes(tmp_path, cli):
+    (tmp_path / "twice_in_one.py").write_text(textwrap.dedent('''\
+        from layerflow import NeuronLayer, register_layer
+
+
+        @register_layer("Twin")
+        class First(NeuronLayer):
+            def forward_kernel(self, x, y):
+                y[:] = x
+
+            def backward_kernel(self, x, y, dout, dx):
+                dx[:] = dout
+
+
+        @register_layer("Twin")
+        class Second(First):
+            pass
+        '''))
+    (tmp_path / "net.yaml").write_text(NET)
+    r = cli("summary", tmp_path / "net.yaml", "--plugin", tmp_path / "twice_in_one.py")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert (f'layer type "Twin" is registered twice: by First (twice_in_one.py, line 4) and '
+            f"by Second (twice_in_one.py, line 13), both in plugin file "
+            f"{tmp_path / 'twice_in_one.py'}; rename one of them") in r.err

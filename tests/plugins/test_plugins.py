@@ -2,6 +2,7 @@
 through the same registry; broken plugins and name clashes named clearly."""
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -263,6 +264,16 @@ def test_broken_entry_point_plugin_is_named_and_breaks_nothing_else(tmp_path, cl
     assert "Traceback" not in r.err
     r = cli.sub("layers", sites=[site])  # the listing goes on and names the broken one
     assert r.code == 0 and "ReLU" in r.out and "failed to load" in r.out and "lf-broken" in r.out
+    # the schema is written without the broken type, and says so, in a warning and in the file
+    r = cli.sub("schema", "net", "-o", tmp_path / "net.schema.json", sites=[site])
+    assert r.code == 0, r.err
+    assert r.err.startswith("warning: left out, failed to load: Broken: ")
+    assert "ModuleNotFoundError: No module named 'not_a_module_xyz'" in r.err
+    written = json.loads((tmp_path / "net.schema.json").read_text())
+    assert written["$comment"].startswith("left out, failed to load: Broken: ")
+    types = {d["properties"]["type"]["const"] for d in written["$defs"].values()
+             if d.get("title", "").endswith("Layer") and "type" in d.get("properties", {})}
+    assert "ReLU" in types and "Broken" not in types
 
 
 def test_broken_plugin_file_is_named(tmp_path, cli):

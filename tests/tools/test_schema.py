@@ -58,13 +58,17 @@ def test_valid_net_validates_and_mistakes_do_not(net_schema):
 def test_plugin_layers_are_in_the_schema(tmp_path, cli):
     (tmp_path / "p.py").write_text(
         "from pydantic import BaseModel, ConfigDict, Field\n"
-        "from layerflow import Layer, register_layer\n"
+        "from layerflow import NeuronLayer, register_layer\n"
         "class P(BaseModel):\n"
         "    model_config = ConfigDict(extra='forbid')\n"
         "    alpha: float = Field(0.5, gt=0, description='the alpha')\n"
         "@register_layer\n"
-        "class Plugged(Layer):\n"
-        "    Params = P\n")
+        "class Plugged(NeuronLayer):\n"
+        "    Params = P\n"
+        "    def forward_kernel(self, x, y):\n"
+        "        y[:] = self.p.alpha * x\n"
+        "    def backward_kernel(self, x, y, dout, dx):\n"
+        "        dx[:] = self.p.alpha * dout\n")
     r = cli("schema", "net", "--plugin", tmp_path / "p.py", "-o", tmp_path / "net.json")
     assert r.code == 0, r.err
     schema = json.loads((tmp_path / "net.json").read_text())
