@@ -196,6 +196,15 @@ class Registry:
         name = self._aliases.get(name, name)
         if name not in self._types:
             self._load_entry_point(name)
+        if name not in self._types and name not in self.entry_point_names():
+            # an installed plugin may define it under an entry point of another name, which
+            # only a listing imports: import them all (on this error path only) to say so
+            self.load_all()
+            if name in self._types:
+                raise UserError(
+                    f"{self.kind} type \"{name}\" is defined by {self._origin[name]}, whose "
+                    f"entry point has another name; the entry point's name must be the type "
+                    f"name ({name} = ...) for a net to find it")
         if name not in self._types:
             known = sorted(set(self._types) | set(self.entry_point_names()))
             close = did_you_mean(name, known)

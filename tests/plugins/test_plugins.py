@@ -345,6 +345,22 @@ def test_entry_point_registering_another_name_is_explained(tmp_path):
         lf.Net.from_string(USES_TWICE.replace("Twice", "Triple"))
 
 
+def test_a_type_behind_an_entry_point_of_another_name_is_explained(tmp_path):
+    """A net asking for the class's own name: the entry point (named otherwise) is not found by
+    that name, so the unknown-type path imports the installed plugins and says what is wrong,
+    instead of "unknown layer type"."""
+    use_site(fake_dist(tmp_path, "lf-wrong", {"layerflow.layers": {"Triple": "lfp_wrong:Twice"}},
+                       {"lfp_wrong.py": TWICE}))
+    with pytest.raises(UserError) as err:
+        lf.Net.from_string(USES_TWICE)
+    assert ('layer type "Twice" is defined by plugin lf-wrong 0.1 (entry point '
+            'layerflow.layers: Triple = lfp_wrong:Twice), whose entry point has another name; '
+            "the entry point's name must be the type name (Twice = ...)") in str(err.value)
+    # a name that nothing defines is still unknown, with the usual suggestions
+    with pytest.raises(UserError, match=r'unknown layer type "Quadruple"'):
+        lf.Net.from_string(USES_TWICE.replace("Twice", "Quadruple"))
+
+
 def test_subclass_of_a_builtin_layer_registers_under_its_own_name(tmp_path):
     (tmp_path / "leaky.py").write_text(textwrap.dedent("""
         from layerflow import register_layer
