@@ -308,7 +308,8 @@ class NeuronLayer(Layer):
 
     A subclass writes its Numba kernels over flat arrays and calls them from two methods; the
     base keeps the buffers (y and dx, both of x's shape, new on every reshape), keeps x for the
-    backward pass, and runs no backward when the bottom takes no gradient:
+    backward pass, and runs no backward when the bottom takes no gradient (a layer that gives
+    none at all, `has_backward = False` as Threshold, writes no backward_kernel and gets no dx):
 
         forward_kernel(x, y)                y = f(x)
         backward_kernel(x, y, dout, dx)     dx = dout * f'(x), from x or from y = f(x),
@@ -322,10 +323,12 @@ class NeuronLayer(Layer):
 
     @classmethod
     def unimplemented(cls) -> list[str]:
-        """The kernel methods missing: each of forward_kernel and backward_kernel is needed
-        unless the class overrides the forward (resp. backward) that calls it."""
-        return [kernel for method, kernel in (("forward", "forward_kernel"),
-                                              ("backward", "backward_kernel"))
+        """The kernel methods missing: forward_kernel, and backward_kernel unless
+        `has_backward` is False, each needed unless the class overrides the forward (resp.
+        backward) that calls it."""
+        pairs = [("forward", "forward_kernel")] + ([("backward", "backward_kernel")]
+                                                   if cls.has_backward else [])
+        return [kernel for method, kernel in pairs
                 if getattr(cls, method) is getattr(NeuronLayer, method)
                 and getattr(cls, kernel) is getattr(NeuronLayer, kernel)]
 
@@ -339,7 +342,8 @@ class NeuronLayer(Layer):
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         self.top = np.zeros(shape, self.dtype)
-        self.dx = np.zeros(shape, self.dtype)
+        if self.has_backward:
+            self.dx = np.zeros(shape, self.dtype)
         return [shape]
 
     def forward(self, bottoms):
@@ -351,7 +355,7 @@ class NeuronLayer(Layer):
         return [self.top]
 
     def backward(self, top_diffs):
-        if not self.propagate_down[0]:
+        if not (self.has_backward and self.propagate_down[0]):
             return [None]
         self.backward_kernel(self.x.reshape(-1), self.top.reshape(-1),
                              top_diffs[0].reshape(-1), self.dx.reshape(-1))

@@ -38,7 +38,6 @@ def absval_backward(x, dout, dx):
 @register_layer
 class AbsVal(NeuronLayer):
     kink = 0.0
-    flops_per_element = 1
 
     def forward_kernel(self, x, y):
         absval_forward(x, y)

@@ -33,7 +33,6 @@ class ReLUParams(BaseModel):
 @register_layer
 class ReLU(NeuronLayer):
     Params = ReLUParams
-    flops_per_element = 1
 
     def setup(self, bottom_shapes):
         self.slope = self.dtype.type(self.p.negative_slope)

@@ -9,11 +9,10 @@ Source: Caffe's src/caffe/layers/threshold_layer.cpp.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerflow import Layer, register_layer
+from layerflow import NeuronLayer, register_layer
 
 
 @njit(cache=True)
@@ -31,24 +30,12 @@ class ThresholdParams(BaseModel):
 
 
 @register_layer
-class Threshold(Layer):
+class Threshold(NeuronLayer):
     Params = ThresholdParams
     has_backward = False
 
     def setup(self, bottom_shapes):
         self.t = self.dtype.type(self.p.threshold)
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        self.top = np.zeros(shape, self.dtype)
-        return [shape]
-
-    def forward(self, bottoms):
-        threshold_forward(bottoms[0].reshape(-1), self.t, self.top.reshape(-1))
-        return [self.top]
-
-    def backward(self, top_diffs):
-        return [None]
-
-    def flops(self, bottom_shapes):
-        return int(np.prod(bottom_shapes[0]))
+    def forward_kernel(self, x, y):
+        threshold_forward(x, self.t, y)

@@ -242,6 +242,9 @@ def test_a_layer_without_gradient_needs_no_backward():
     assert own.unimplemented() == []
     assert type("Bare", (NeuronLayer,), {}).unimplemented() == ["forward_kernel",
                                                                 "backward_kernel"]
+    # an elementwise layer without gradient (Threshold) needs its forward kernel only
+    assert type("Step", (NeuronLayer,), {"has_backward": False}).unimplemented() == [
+        "forward_kernel"]
 
 
 def test_a_failing_package_init_names_the_plugin(tmp_path):
