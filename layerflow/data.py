@@ -227,6 +227,34 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
     float64); every other column is a feature: {"data": (N, F) float64, "label": (N,),
     "line": (N,) int64 the line of the file each sample was read from (for messages)}.
     """
+    def check_header(header: list[str]) -> None:
+        if header.count(label_column) != 1:
+            what = "no" if label_column not in header else "more than one"
+            raise UserError(f"{path}:1: {what} column named \"{label_column}\" (the "
+                            f"label_column); the columns are: {', '.join(header)}")
+        if len(header) < 2:
+            raise UserError(f"{path}:1: only the label column \"{label_column}\"; "
+                            f"a feature column is needed too")
+
+    header, table, lines = read_csv_table(path, check_header)
+    li = header.index(label_column)
+    label = table[:, li]
+    data = np.ascontiguousarray(np.delete(table, li, axis=1))
+    if np.all(label == np.round(label)):
+        label = label.astype(np.int64)
+    return {"data": data, "label": label, "line": lines}
+
+
+def read_csv_table(path, check_header: Callable[[list[str]], None] | None = None
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The header (names stripped), every data row as numbers and the line each row stands on:
+    (header, (N, columns) float64, (N,) int64). Blank lines are skipped. `check_header`, if
+    given, sees the header before any row is read.
+
+    Raises UserError naming the file, and the line and column where it applies: an empty
+    file, a row with another number of cells than the header, a cell that is not a number or
+    is NaN or infinite, no data rows, an unreadable file.
+    """
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = csv.reader(f)
@@ -234,14 +262,8 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
             if header is None:
                 raise UserError(f"{path}: empty file; expected a header row naming the columns")
             header = [h.strip() for h in header]
-            if header.count(label_column) != 1:
-                what = "no" if label_column not in header else "more than one"
-                raise UserError(f"{path}:1: {what} column named \"{label_column}\" (the "
-                                f"label_column); the columns are: {', '.join(header)}")
-            if len(header) < 2:
-                raise UserError(f"{path}:1: only the label column \"{label_column}\"; "
-                                f"a feature column is needed too")
-            li = header.index(label_column)
+            if check_header is not None:
+                check_header(header)
             values, lines = [], []
             for row in rows:
                 line = rows.line_num
@@ -259,8 +281,7 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
                                         f"number") from None
                     if not np.isfinite(v):
                         raise UserError(f"{path}:{line}: column \"{col}\": {cell.strip()!r} is "
-                                        f"NaN or infinite; clean the data before training "
-                                        f"on it")
+                                        f"NaN or infinite; clean the data first")
                     parsed.append(v)
                 values.append(parsed)
                 lines.append(line)
@@ -270,12 +291,7 @@ def read_csv(path, label_column: str = "label") -> dict[str, np.ndarray]:
         raise UserError(f"{path}: cannot read: {exc}") from None
     if not values:
         raise UserError(f"{path}: a header row but no data rows")
-    table = np.array(values, dtype=np.float64)
-    label = table[:, li]
-    data = np.ascontiguousarray(np.delete(table, li, axis=1))
-    if np.all(label == np.round(label)):
-        label = label.astype(np.int64)
-    return {"data": data, "label": label, "line": np.array(lines, np.int64)}
+    return header, np.array(values, dtype=np.float64), np.array(lines, np.int64)
 
 
 # ---- Fashion-MNIST ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .builder import deploy_net
-from .data import check_finite
+from .data import check_finite, read_csv_table
 from .errors import UserError, file_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
@@ -177,7 +177,7 @@ class Predictor:
 
     def _csv_samples(self, file: Path) -> Samples:
         features = int(np.prod(self.sample_shape))
-        header, rows, lines = _read_csv(file)
+        header, table, lines = read_csv_table(file)
         label = header.index(self.label_name) if self.label_name in header else None
         columns = [h for i, h in enumerate(header) if i != label]
         if len(columns) != features:
@@ -186,12 +186,11 @@ class Predictor:
             raise UserError(f"{file}:1: {len(columns)} feature columns{with_label}, but net "
                             f"input {self.input} takes {features} values per sample "
                             f"{self.sample_shape}")
-        table = np.array(rows, np.float64).reshape(len(rows), len(header))
         x = np.delete(table, label, axis=1) if label is not None else table
-        x = x.reshape((len(rows),) + self.sample_shape)
+        x = x.reshape((len(table),) + self.sample_shape)
         labels = None
         if label is not None:
-            labels = self._labels(file, table[:, label], len(rows),
+            labels = self._labels(file, table[:, label], len(table),
                                   lambda i: f"{file}:{lines[i]}")
         names = [f"{file}:{line}" for line in lines]
         return Samples(str(file), names, lambda: (x, labels))
@@ -333,48 +332,6 @@ def _load_npy(file: Path) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise UserError(f"{file}: an .npz archive named .npy")
     return x
-
-
-def _read_csv(file: Path) -> tuple[list[str], list[list[float]], list[int]]:
-    """Header, rows of numbers and their line numbers; errors name file:line and column."""
-    rows, lines = [], []
-    try:
-        with open(file, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, None) or []]
-            if not header:
-                raise UserError(f"{file}: empty file; expected a header row naming the columns")
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != len(header):
-                    raise UserError(f"{file}:{reader.line_num}: {len(row)} cells, the header "
-                                    f"has {len(header)} columns")
-                try:
-                    values = [float(cell) for cell in row]
-                except ValueError:
-                    col, cell = next((h, c) for h, c in zip(header, row) if not _is_float(c))
-                    raise UserError(f"{file}:{reader.line_num}: column \"{col}\": {cell!r} is "
-                                    f"not a number") from None
-                if not all(np.isfinite(values)):
-                    raise UserError(f"{file}:{reader.line_num}: a NaN or infinite value")
-                rows.append(values)
-                lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise file_error(file, exc, "a CSV file") from None
-    except csv.Error as exc:
-        raise UserError(f"{file}: cannot read: {exc}") from None
-    if not rows:
-        raise UserError(f"{file}: a header row but no data rows")
-    return header, rows, lines
-
-
-def _is_float(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
 
 
 def read_class_names(path: str | Path) -> list[str]:

@@ -276,6 +276,21 @@ def test_bad_inputs_fail_alone(gray, cli, tmp_path):
         assert len(list(csv.reader(f))) == 3  # header and the two good samples
 
 
+@pytest.mark.parametrize("rows,message", [
+    ("1,2,3\n4,5\n", "x.csv:3: 2 cells, the header has 3 columns"),
+    ("1,2,3\n4,five,6\n", "x.csv:3: column \"b\": 'five' is not a number"),
+    ("1,2,3\n\n4,5, inf\n", "x.csv:4: column \"c\": 'inf' is NaN or infinite"),
+    ("", "x.csv: a header row but no data rows"),
+])
+def test_a_bad_csv_row_names_its_line_and_column(gray, cli, tmp_path, rows, message):
+    """Input CSVs are read by the training data's reader: the same checks, the same messages,
+    before the column count is compared with the net's input."""
+    (tmp_path / "x.csv").write_text("a,b,c\n" + rows)
+    r = gray.run(cli, tmp_path / "x.csv")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert f"error: {tmp_path / message}" in r.err, r.err
+
+
 def test_bad_labels_in_an_input_file(gray, cli, tmp_path):
     np.savez(tmp_path / "x.npz", data=gray.images[:2], label=np.array([1, 7]))
     r = gray.run(cli, tmp_path / "x.npz")
