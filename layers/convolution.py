@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from layerflow import FillerSpec, Layer, UserError, register_layer
 from layerflow.blas import can_serialize_blas, gemm, serial_blas
+from layerflow.layers.bias import bias_backward
 
 # ---- kernels -----------------------------------------------------------------------------
 # Geometry arguments are 3-tuples (depth, height, width): k kernel, s stride, p pad, d dilation,
@@ -225,19 +226,6 @@ def add_transposed(dwt, dw):
                 for c in range(K):
                     dw[g, r, c] += dwt[t, g, c, r]
 
-
-@njit(cache=True, fastmath={"reassoc"})
-def bias_backward(dy, db):
-    """db (O,) += sum over n and space of dy (N, O, P). Reassociating the sum lets it
-    vectorize: 15x faster than the strict left-to-right float sum (0.03 against 0.5 ms for
-    LeNet's conv1)."""
-    N, O, P = dy.shape
-    for n in range(N):
-        for c in range(O):
-            acc = dy.dtype.type(0)
-            for q in range(P):
-                acc += dy[n, c, q]
-            db[c] += acc
 
 
 # ---- parameters and geometry (shared with Deconvolution) -------------------------------

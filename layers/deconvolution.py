@@ -24,11 +24,11 @@ import numpy as np
 
 from layerflow import Layer, register_layer
 from layerflow.blas import serial_blas
+from layerflow.layers.bias import bias_backward
 
 from .convolution import (
     ConvolutionParams,
     add_transposed,
-    bias_backward,
     check_bottoms_alike,
     conv_geometry,
     conv_gemm_col2im,
