@@ -437,11 +437,7 @@ class Net:
                                 f"({e0[0]} samples) and {layer.name} ({e[0]} samples) differ "
                                 f"in size, so one pass over the data is not defined; give "
                                 f"the number of batches (test_iter, --iterations)")
-            if e[1] != e0[1]:
-                raise UserError(f"net {self.name} ({self.phase}): data layers {first.name} "
-                                f"(batch_size {e0[1]}) and {layer.name} (batch_size {e[1]}) "
-                                f"must read batches of one size")
-        return e0
+        return e0[0], self.batch_size()
 
     def batch_size(self) -> int | None:
         """The batch its data layers read per forward, all processes together; None when no

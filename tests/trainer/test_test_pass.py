@@ -165,6 +165,20 @@ def test_data_layers_of_different_sizes_have_no_single_pass(tmp_path):
     assert evaluate(net, 2)  # a given number of batches is still defined
 
 
+def test_data_layers_of_different_batch_sizes_are_an_error(tmp_path):
+    project(tmp_path)
+    np.savez(tmp_path / "same.npz", extra=np.zeros((N, 2), np.float32))
+    net = lf.Net.from_string(NET.replace("SHUFFLE ", "") + """
+  - {name: extra, type: Data, top: [extra], source: same.npz, batch_size: 5,
+     include: {phase: test}}
+""", "test", file=str(tmp_path / "net.yaml"))
+    message = r"data layers data \(batch_size 10\) and extra \(batch_size 5\) must read " \
+              r"batches of one size"
+    for ask in (net.epoch, net.batch_size):
+        with pytest.raises(UserError, match=message):
+            ask()
+
+
 def test_a_rejected_batch_size_leaves_the_net_as_it_was(tmp_path):
     project(tmp_path)
     net = lf.Net.from_string("""
